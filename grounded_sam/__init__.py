@@ -1,0 +1,22 @@
+"""grounded-sam: text-grounded segmentation and auto-labeling with Florence-2 and SAM 2."""
+
+from .detector import Florence2Detector
+from .images import InvalidImageError, load_image
+from .models import PRESETS, ModelNotAvailableError
+from .ontology import CaptionOntology
+from .pipeline import GroundedSAM2
+from .segmenter import Sam2Segmenter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaptionOntology",
+    "Florence2Detector",
+    "GroundedSAM2",
+    "InvalidImageError",
+    "ModelNotAvailableError",
+    "PRESETS",
+    "Sam2Segmenter",
+    "load_image",
+    "__version__",
+]

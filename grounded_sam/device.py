@@ -1,0 +1,46 @@
+"""Device and precision choices, made when a model is built (never at import)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+
+
+def resolve_autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``dtype`` on ``device``, or None for plain float32.
+
+    ``"auto"`` is bfloat16 on CUDA GPUs that support it (float16 on older ones) and float32 elsewhere.
+    """
+    if dtype == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in _DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}: choose 'auto', {', '.join(map(repr, _DTYPES))}")
+    return None if dtype == "float32" else _DTYPES[dtype]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """A ``torch.autocast`` context for ``dtype`` on ``device``, or a no-op context when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -1,0 +1,110 @@
+"""Turning the image inputs users have (paths, PIL images, arrays) into RGB uint8 arrays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+class InvalidImageError(ValueError):
+    """An input could not be read as an image; the message says which input and why."""
+
+
+def load_image(source: ImageInput) -> np.ndarray:
+    """Loads one image as an (H, W, 3) uint8 RGB array.
+
+    Args:
+        source: a file path (EXIF orientation applied), a PIL image, or a numpy array that is (H, W, 3) uint8 RGB,
+            (H, W) or (H, W, 1) uint8 grayscale, or (H, W, 4) uint8 RGBA. PIL modes other than RGB (grayscale, RGBA,
+            palette, CMYK, 16-bit and 32-bit integer or float) are converted; transparent pixels are put on white.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        InvalidImageError: the input is not a readable image, or the array has the wrong shape or dtype.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        image = _load_path(Path(source))
+    elif isinstance(source, Image.Image):
+        image = pil_to_rgb_array(source)
+    elif isinstance(source, np.ndarray):
+        image = _check_array(source)
+    else:
+        raise InvalidImageError(
+            f"Unsupported image input of type {type(source).__name__}: pass a file path, a PIL.Image or an "
+            "(H, W, 3) uint8 RGB numpy array"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidImageError(f"Image has no pixels: size {image.shape[1]}x{image.shape[0]}")
+    return image
+
+
+def _load_path(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise FileNotFoundError(f"Image file not found: {path}")
+    if not path.is_file():
+        raise InvalidImageError(f"Not an image file: {path} is a directory or special file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return pil_to_rgb_array(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        # Pillow raises OSError for truncated files and SyntaxError/ValueError for some corrupt headers.
+        raise InvalidImageError(f"Cannot read image {path}: {error}") from None
+
+
+def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Converts a PIL image of any common mode to an (H, W, 3) uint8 RGB array."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _high_depth_to_rgb(np.asarray(image), image.mode)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode != "RGB":
+        try:
+            image = image.convert("RGB")
+        except ValueError as error:
+            raise InvalidImageError(f"Cannot convert image mode {image.mode!r} to RGB: {error}") from None
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _high_depth_to_rgb(values: np.ndarray, mode: str) -> np.ndarray:
+    # Pillow's own convert("RGB") clips 16-bit values at 255 (a white image), so scale the range instead.
+    values = values.astype(np.float64)
+    if mode == "F":
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+    else:
+        scaled = values / 257.0 if values.max() > 255 else values
+    gray = np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _check_array(array: np.ndarray) -> np.ndarray:
+    if array.dtype != np.uint8:
+        raise InvalidImageError(
+            f"Image arrays must be uint8 with values 0-255, got dtype {array.dtype}; "
+            "for floats in [0, 1] pass (array * 255).round().astype(np.uint8)"
+        )
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim == 3 and array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    if array.ndim == 3 and array.shape[2] == 3:
+        return np.ascontiguousarray(array)
+    if array.ndim == 3 and array.shape[2] == 4:
+        return pil_to_rgb_array(Image.fromarray(array))
+    hint = " (channels first? use array.transpose(1, 2, 0))" if array.ndim == 3 and array.shape[0] in (1, 3, 4) else ""
+    raise InvalidImageError(
+        f"Image arrays must have shape (H, W, 3) RGB, (H, W) or (H, W, 1) gray, or (H, W, 4) RGBA; "
+        f"got {array.shape}{hint}"
+    )

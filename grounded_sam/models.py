@@ -1,0 +1,88 @@
+"""Where models are built: presets, hub ids or local directories -> loaded transformers models and processors.
+
+Loading goes through ``from_pretrained`` only, so the Hugging Face cache, ``HF_HOME`` and ``HF_HUB_OFFLINE`` work as
+everywhere else in transformers. No repository code is ever run (``trust_remote_code`` is never set).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    florence: str
+    sam: str
+    description: str
+
+
+# transformers-native checkpoints. microsoft/Florence-2-* hold remote code; florence-community/* are the same weights
+# converted for transformers' own Florence2ForConditionalGeneration.
+PRESETS = {
+    "fast": ModelPreset("florence-community/Florence-2-base", "facebook/sam2.1-hiera-tiny", "base + tiny"),
+    "default": ModelPreset(
+        "florence-community/Florence-2-large", "facebook/sam2.1-hiera-base-plus",
+        "large + base-plus, the pair autodistill-grounded-sam-2 uses",
+    ),
+    "accurate": ModelPreset("florence-community/Florence-2-large", "facebook/sam2.1-hiera-large", "large + large"),
+}
+
+
+class ModelNotAvailableError(OSError):
+    """A model could not be loaded from a local directory, the Hugging Face cache or the hub."""
+
+
+def resolve_preset(name: str) -> ModelPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+
+
+def load_florence2(source: str | os.PathLike, device: torch.device):
+    """Loads ``Florence2ForConditionalGeneration`` and its processor from a hub id or local directory, in eval mode."""
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+    model = _from_pretrained(Florence2ForConditionalGeneration, source, "Florence-2", "florence")
+    processor = _from_pretrained(AutoProcessor, source, "Florence-2 processor", "florence")
+    return model.to(device).eval(), processor
+
+
+def load_sam2(source: str | os.PathLike, device: torch.device):
+    """Loads ``Sam2Model`` and ``Sam2Processor`` from a hub id or local directory, in eval mode."""
+    from transformers import Sam2Model, Sam2Processor
+
+    model = _from_pretrained(Sam2Model, source, "SAM 2", "sam")
+    processor = _from_pretrained(Sam2Processor, source, "SAM 2 processor", "sam")
+    return model.to(device).eval(), processor
+
+
+def _from_pretrained(cls, source, what: str, argument: str):
+    source = str(source)
+    looks_local = os.path.isabs(source) or source.startswith((".", "~")) or os.path.exists(source)
+    if looks_local and not Path(source).expanduser().is_dir():
+        raise ModelNotAvailableError(f"{what} directory not found: {source} (pass an existing directory or a hub id)")
+    try:
+        return cls.from_pretrained(str(Path(source).expanduser()) if looks_local else source)
+    except OSError as error:
+        raise ModelNotAvailableError(_not_available_message(source, what, argument, error)) from error
+
+
+def _not_available_message(source: str, what: str, argument: str, error: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    where = "is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline else "could not be loaded"
+    hint = ""
+    if source.startswith("microsoft/Florence-2"):
+        hint = f" microsoft/ repos need remote code; use {source.replace('microsoft/', 'florence-community/')}."
+    return (
+        f"{what} '{source}' {where}.{hint} To use it offline, download it once on a machine with network: "
+        f"`hf download {source}`, or pass a local directory with "
+        f"{argument}=... . Details: {error}"
+    )

@@ -1,0 +1,117 @@
+"""Caption ontologies: which text prompts to look for and which class each one labels."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import yaml
+
+
+class CaptionOntology:
+    """Maps text prompts (what the detector is asked to find) to class names (what is written to datasets).
+
+    Many prompts may map to one class: ``{"a dog": "dog", "puppy": "dog"}``. Method names follow autodistill's
+    ``CaptionOntology`` so code written for it keeps working; unlike autodistill, :meth:`classes` lists each class once,
+    in first-seen order, so ``class_id`` indexes a list without duplicates.
+
+    Args:
+        prompts_to_classes: ``{prompt: class_name}``, both non-blank strings.
+
+    Raises:
+        ValueError: the mapping is empty, or a prompt or class is not a non-blank string.
+    """
+
+    def __init__(self, prompts_to_classes: Mapping[str, str]):
+        if not isinstance(prompts_to_classes, Mapping):
+            raise ValueError(
+                f"CaptionOntology expects a mapping {{prompt: class_name}}, got {type(prompts_to_classes).__name__}; "
+                "for a list of prompts use CaptionOntology({p: p for p in prompts})"
+            )
+        if not prompts_to_classes:
+            raise ValueError("The ontology is empty: give at least one {prompt: class_name} pair, e.g. {'a dog': 'dog'}")
+        self._prompt_to_class: dict[str, str] = {}
+        for prompt, class_name in prompts_to_classes.items():
+            prompt = _clean_entry(prompt, "prompt", prompt)
+            self._prompt_to_class[prompt] = _clean_entry(class_name, f"class for prompt {prompt!r}", class_name)
+        self._classes = list(dict.fromkeys(self._prompt_to_class.values()))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> CaptionOntology:
+        """Reads an ontology from YAML (``.yaml``/``.yml``) or JSON (``.json``).
+
+        The file holds either a mapping ``{prompt: class_name}`` or a plain list of prompts (each its own class).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Ontology file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+        try:
+            content = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as error:
+            raise ValueError(f"Ontology file {path} is not valid {path.suffix.lstrip('.').upper()}: {error}") from None
+        if isinstance(content, list):
+            content = {prompt: prompt for prompt in content}
+        if not isinstance(content, Mapping):
+            raise ValueError(
+                f"Ontology file {path} must hold a mapping {{prompt: class_name}} or a list of prompts, "
+                f"got {type(content).__name__}"
+            )
+        try:
+            return cls(content)
+        except ValueError as error:
+            raise ValueError(f"Ontology file {path}: {error}") from None
+
+    def prompts(self) -> list[str]:
+        """The prompts, in the order given."""
+        return list(self._prompt_to_class)
+
+    def classes(self) -> list[str]:
+        """The class names, each once, in first-seen order. ``class_id`` values index this list."""
+        return list(self._classes)
+
+    def promptToClass(self, prompt: str) -> str:  # noqa: N802 (autodistill's name)
+        """The class that ``prompt`` labels."""
+        try:
+            return self._prompt_to_class[prompt]
+        except KeyError:
+            raise KeyError(f"{prompt!r} is not a prompt of this ontology; prompts: {self.prompts()}") from None
+
+    def classToPrompt(self, class_name: str) -> str:  # noqa: N802 (autodistill's name)
+        """The first prompt that maps to ``class_name``."""
+        for prompt, name in self._prompt_to_class.items():
+            if name == class_name:
+                return prompt
+        raise KeyError(f"{class_name!r} is not a class of this ontology; classes: {self._classes}")
+
+    def class_id(self, class_name: str) -> int:
+        """Index of ``class_name`` in :meth:`classes`."""
+        try:
+            return self._classes.index(class_name)
+        except ValueError:
+            raise KeyError(f"{class_name!r} is not a class of this ontology; classes: {self._classes}") from None
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self._prompt_to_class)
+
+    def __len__(self) -> int:
+        return len(self._prompt_to_class)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._prompt_to_class)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CaptionOntology) and self._prompt_to_class == other._prompt_to_class
+
+    def __repr__(self) -> str:
+        return f"CaptionOntology({self._prompt_to_class!r})"
+
+
+def _clean_entry(value: object, what: str, shown: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"Ontology {what} must be a string, got {type(value).__name__}: {shown!r}")
+    if not value.strip():
+        raise ValueError(f"Ontology {what} is blank: {shown!r}")
+    return value.strip()

@@ -1,0 +1,128 @@
+"""GroundedSAM2: text prompts -> Florence-2 boxes -> SAM 2 masks, batched, as supervision.Detections."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import supervision as sv
+import torch
+
+from .detector import PHRASE_GROUNDING, Florence2Detector
+from .device import resolve_autocast_dtype, resolve_device
+from .images import ImageInput, load_image
+from .models import load_florence2, load_sam2, resolve_preset
+from .ontology import CaptionOntology
+from .segmenter import Sam2Segmenter
+
+
+class GroundedSAM2:
+    """Text-grounded segmentation: finds the ontology's prompts with Florence-2 and segments each box with SAM 2.
+
+    Args:
+        ontology: prompts to look for and the class each one labels.
+        florence: Florence-2 hub id or local directory; None takes the preset's.
+        sam: SAM 2 hub id or local directory; None takes the preset's.
+        preset: ``"default"`` (Florence-2-large + SAM 2.1 base-plus), ``"fast"`` (base + tiny) or ``"accurate"``
+            (large + large).
+        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        dtype: ``"auto"`` (bfloat16 autocast on CUDA, float32 elsewhere), ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        task: ``"phrase_grounding"`` (one caption with every prompt) or ``"open_vocabulary"`` (one query per prompt).
+        min_confidence: boxes below this confidence are dropped before segmentation.
+        nms_threshold: IoU above which overlapping boxes are suppressed (supervision's NMS); None turns NMS off.
+        class_agnostic_nms: suppress across classes too (default: only boxes of the same class).
+        multimask_output: let SAM propose three masks per box and keep the best-scoring one.
+        max_new_tokens: Florence-2 generation budget per sequence.
+        num_beams: 1 for greedy decoding, more for beam search.
+    """
+
+    def __init__(
+        self,
+        ontology: CaptionOntology,
+        florence: str | os.PathLike | None = None,
+        sam: str | os.PathLike | None = None,
+        preset: str = "default",
+        device: str | torch.device = "auto",
+        dtype: str = "auto",
+        task: str = PHRASE_GROUNDING,
+        min_confidence: float = 0.0,
+        nms_threshold: float | None = 0.7,
+        class_agnostic_nms: bool = False,
+        multimask_output: bool = False,
+        max_new_tokens: int = 1024,
+        num_beams: int = 1,
+    ):
+        if not isinstance(ontology, CaptionOntology):
+            raise ValueError(
+                f"ontology must be a CaptionOntology, got {type(ontology).__name__}; "
+                "wrap a dict with CaptionOntology({'a dog': 'dog'})"
+            )
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        if nms_threshold is not None and not 0.0 < nms_threshold <= 1.0:
+            raise ValueError(f"nms_threshold must be in (0, 1] or None, got {nms_threshold}")
+        chosen = resolve_preset(preset)
+        self.ontology = ontology
+        self.device = resolve_device(device)
+        autocast_dtype = resolve_autocast_dtype(dtype, self.device)
+        florence_model, florence_processor = load_florence2(florence or chosen.florence, self.device)
+        sam_model, sam_processor = load_sam2(sam or chosen.sam, self.device)
+        self.detector = Florence2Detector(
+            florence_model, florence_processor, ontology, task=task, max_new_tokens=max_new_tokens,
+            num_beams=num_beams, autocast_dtype=autocast_dtype,
+        )
+        self.segmenter = Sam2Segmenter(sam_model, sam_processor, multimask_output, autocast_dtype)
+        self.min_confidence = min_confidence
+        self.nms_threshold = nms_threshold
+        self.class_agnostic_nms = class_agnostic_nms
+
+    def predict(self, image: ImageInput) -> sv.Detections:
+        """Segments the ontology's prompts in one image.
+
+        Args:
+            image: a path (EXIF orientation applied), a PIL image, or an (H, W, 3) uint8 RGB array.
+
+        Returns:
+            ``sv.Detections`` with xyxy (n, 4) float32 pixels, mask (n, H, W) bool, confidence (n,) float32 in
+            [0, 1], class_id (n,) int into ``ontology.classes()``, and data["class_name"], data["prompt"],
+            data["mask_score"]. No detection gives an empty Detections with mask shape (0, H, W).
+        """
+        return self.predict_batch([image], batch_size=1)[0]
+
+    def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 8) -> list[sv.Detections]:
+        """Segments a list of images, ``batch_size`` at a time; returns one ``sv.Detections`` per image, in order.
+
+        Images are read one batch at a time. A bad input raises (``FileNotFoundError`` or ``InvalidImageError``)
+        naming the input; a job that must go on past bad files loads each with :func:`load_image` first.
+        """
+        if isinstance(images, (str, os.PathLike, np.ndarray)):
+            raise ValueError("predict_batch takes a list of images; use predict() for a single image")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        results: list[sv.Detections] = []
+        for batch in _chunks(images, batch_size):
+            results += self.predict_arrays([load_image(image) for image in batch])
+        return results
+
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
+        """Runs one batch of already-loaded (H, W, 3) uint8 RGB arrays through detection, filtering and segmentation."""
+        boxes = [self._filter(found) for found in self.detector.detect(images)]
+        return self.segmenter.segment(images, boxes)
+
+    def _filter(self, detections: sv.Detections) -> sv.Detections:
+        detections = detections[detections.confidence >= self.min_confidence]
+        if self.nms_threshold is not None and len(detections) > 1:
+            detections = detections.with_nms(threshold=self.nms_threshold, class_agnostic=self.class_agnostic_nms)
+        return detections
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,103 @@
+"""SAM 2 as a batched box-prompted segmenter: images + box Detections -> the same Detections with masks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import supervision as sv
+import torch
+
+from .device import autocast
+
+
+class Sam2Segmenter:
+    """Adds a mask to every box with a built SAM 2 model.
+
+    One image-encoder pass per batch; all boxes of the batch decoded in one mask-decoder call. transformers' processor
+    refuses images with different box counts, so each image's boxes are padded to the longest list by repeating its
+    first box and the padding is sliced off (SAM 2 decodes each box prompt independently).
+
+    Args:
+        model: a ``Sam2Model`` in eval mode, on its device.
+        processor: the matching ``Sam2Processor``.
+        multimask_output: ask SAM for three masks per box and keep the one with the best predicted IoU.
+        autocast_dtype: run under ``torch.autocast`` with this dtype, or None.
+    """
+
+    def __init__(self, model, processor, multimask_output: bool = False, autocast_dtype: torch.dtype | None = None):
+        self.model, self.processor = model, processor
+        self.multimask_output = multimask_output
+        self.autocast_dtype = autocast_dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @torch.inference_mode()
+    def segment(self, images: Sequence[np.ndarray], detections: Sequence[sv.Detections]) -> list[sv.Detections]:
+        """Segments each image's boxes.
+
+        Args:
+            images: (H, W, 3) uint8 RGB arrays.
+            detections: one ``sv.Detections`` per image with xyxy in that image's pixels.
+
+        Returns:
+            Copies of ``detections`` with ``mask`` (n, H, W) bool at each image's size and data["mask_score"]
+            (SAM's predicted IoU, float32). Images without boxes get a (0, H, W) mask and cost no model call.
+        """
+        if len(images) != len(detections):
+            raise ValueError(f"Got {len(images)} images but {len(detections)} detections; pass one per image")
+        with_boxes = [i for i, found in enumerate(detections) if len(found) > 0]
+        masks: dict[int, np.ndarray] = {}
+        scores: dict[int, np.ndarray] = {}
+        if with_boxes:
+            decoded = self._decode([images[i] for i in with_boxes], [detections[i].xyxy for i in with_boxes])
+            for i, (image_masks, image_scores) in zip(with_boxes, decoded):
+                masks[i], scores[i] = image_masks, image_scores
+        results = []
+        for i, (image, found) in enumerate(zip(images, detections)):
+            height, width = image.shape[:2]
+            segmented = _copy(found)
+            segmented.mask = masks.get(i, np.zeros((0, height, width), dtype=bool))
+            segmented.data["mask_score"] = scores.get(i, np.zeros(0, dtype=np.float32))
+            results.append(segmented)
+        return results
+
+    def _decode(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        counts = [len(image_boxes) for image_boxes in boxes]
+        longest = max(counts)
+        padded = [
+            np.concatenate([image_boxes, np.repeat(image_boxes[:1], longest - len(image_boxes), axis=0)]).tolist()
+            for image_boxes in boxes
+        ]
+        inputs = self.processor(images=images, input_boxes=padded, return_tensors="pt")
+        with autocast(self.device, self.autocast_dtype):
+            embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device, self.model.dtype))
+            output = self.model(
+                image_embeddings=embeddings,
+                input_boxes=inputs["input_boxes"].to(self.device),
+                multimask_output=self.multimask_output,
+            )
+        low_res, iou = output.pred_masks.float(), output.iou_scores.float()  # (B, N, K, h, w), (B, N, K)
+        best = iou.argmax(dim=-1)  # K == 1 without multimask
+        low_res = torch.take_along_dim(low_res, best[..., None, None, None], dim=2)[:, :, 0]
+        iou = torch.take_along_dim(iou, best[..., None], dim=2)[..., 0]
+        results = []
+        for i, count in enumerate(counts):
+            original_size = inputs["original_sizes"][i : i + 1]
+            image_masks = self.processor.post_process_masks([low_res[i, :count, None].cpu()], original_size)[0]
+            results.append((image_masks[:, 0].numpy(), iou[i, :count].cpu().numpy().astype(np.float32)))
+        return results
+
+
+
+def _copy(detections: sv.Detections) -> sv.Detections:
+    return sv.Detections(
+        xyxy=detections.xyxy.copy(),
+        confidence=None if detections.confidence is None else detections.confidence.copy(),
+        class_id=None if detections.class_id is None else detections.class_id.copy(),
+        tracker_id=None if detections.tracker_id is None else detections.tracker_id.copy(),
+        data={key: np.array(value, copy=True) for key, value in detections.data.items()},
+        metadata=dict(detections.metadata),
+    )
