@@ -77,10 +77,9 @@ def parse_grounded_boxes(pieces: Sequence[str], log_probs: Sequence[float] | Non
                 after_box = True
             in_polygon, locations = False, []
         elif not _MARKUP.fullmatch(piece) and not (after_box and not piece.strip()):
-            if after_box:
-                phrase_parts, after_box = [], False
+            if after_box or locations:  # text after a box, or after a broken location group, starts a new phrase
+                phrase_parts, locations, after_box = [], [], False
             phrase_parts.append(piece)
-            locations = []
     return boxes
 
 
