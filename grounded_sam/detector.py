@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -12,7 +13,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .device import autocast
 from .ontology import CaptionOntology
-from .parsing import GroundedBox, bins_to_xyxy, match_phrase, non_degenerate, parse_grounded_boxes
+from .parsing import LOCATION_BINS, GroundedBox, bins_to_xyxy, match_phrase, non_degenerate, parse_grounded_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -53,18 +54,55 @@ class Florence2Detector:
         self.task, self.max_new_tokens, self.num_beams = task, max_new_tokens, num_beams
         self.autocast_dtype = autocast_dtype
         self._pieces: dict[int, str] = {}
+        self._location_lookup: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
-    def caption(self) -> str:
-        """The phrase-grounding caption: every prompt, separated by periods."""
-        return ". ".join(self.ontology.prompts()) + "."
+    def captions(self) -> list[list[str]]:
+        """The prompts of each phrase-grounding caption.
+
+        Usually one caption holds every prompt; a long ontology is split so that image tokens plus caption fit the
+        encoder's position limit (beyond it Florence-2 fails with an index error, or a device-side assert on CUDA).
+        """
+        tokenizer = self.processor.tokenizer
+        budget = self._max_text_tokens(PHRASE_GROUNDING)
+        groups: list[list[str]] = [[]]
+        used = 0
+        for prompt in self.ontology.prompts():
+            size = len(tokenizer(" " + prompt + ".", add_special_tokens=False)["input_ids"])
+            if size > budget:
+                raise ValueError(f"Prompt {prompt!r} is {size} tokens long; Florence-2 has room for {budget}")
+            if used + size > budget and groups[-1]:
+                groups.append([])
+                used = 0
+            groups[-1].append(prompt)
+            used += size
+        return groups
+
+    @staticmethod
+    def caption(prompts: Sequence[str]) -> str:
+        """The phrase-grounding caption for ``prompts``: the prompts separated by periods."""
+        return ". ".join(prompts) + "."
+
+    def encoder_text(self, task: str, text_input: str) -> str:
+        """The encoder text for one (image, task input) row, laid out as ``Florence2Processor`` lays it out."""
+        processor, tokenizer = self.processor, self.processor.tokenizer
+        instruction = processor.task_prompts_with_input[_TASK_TOKENS[task]].format(input=text_input)
+        return processor.image_token * processor.num_image_tokens + tokenizer.bos_token + instruction + tokenizer.eos_token
+
+    def _max_text_tokens(self, task: str) -> int:
+        limit = self.model.config.text_config.max_position_embeddings
+        template = len(self.processor.tokenizer(self.encoder_text(task, ""), add_special_tokens=False)["input_ids"])
+        return limit - template
 
     @torch.inference_mode()
     def detect(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
         """Detects the ontology's prompts in a batch of images with one ``generate`` call.
+
+        Each image's vision features are computed once and shared by all its rows: one row per caption (phrase
+        grounding, usually one) or one row per prompt (open vocabulary).
 
         Args:
             images: (H, W, 3) uint8 RGB arrays.
@@ -76,34 +114,34 @@ class Florence2Detector:
         if not images:
             return []
         if self.task == PHRASE_GROUNDING:
-            prompts_per_sequence = [None] * len(images)
-            sequences, log_probs = self._generate_phrase_grounding(images)
+            row_prompts = self.captions()
+            row_inputs = [self.caption(prompts) for prompts in row_prompts]
         else:
-            prompts_per_sequence = self.ontology.prompts() * len(images)
-            sequences, log_probs = self._generate_open_vocabulary(images)
-        per_image = len(sequences) // len(images)
+            row_prompts = [[prompt] for prompt in self.ontology.prompts()]
+            row_inputs = self.ontology.prompts()
+        sequences, log_probs = self._generate(images, [self.encoder_text(self.task, text) for text in row_inputs])
         results = []
         for index, image in enumerate(images):
-            boxes, prompts = [], []
-            for row in range(index * per_image, (index + 1) * per_image):
+            boxes, candidates = [], []
+            for offset, prompts in enumerate(row_prompts):
+                row = index * len(row_prompts) + offset
                 found = parse_grounded_boxes(self._to_pieces(sequences[row]), log_probs[row])
                 boxes += found
-                prompts += [prompts_per_sequence[row]] * len(found)
-            results.append(self.to_detections(boxes, prompts, image.shape[1], image.shape[0]))
+                candidates += [prompts] * len(found)
+            results.append(self.to_detections(boxes, candidates, image.shape[1], image.shape[0]))
         return results
 
     def to_detections(
-        self, boxes: Sequence[GroundedBox], asked_prompts: Sequence[str | None], width: int, height: int
+        self, boxes: Sequence[GroundedBox], candidates: Sequence[Sequence[str]], width: int, height: int
     ) -> sv.Detections:
         """Turns parsed boxes into Detections, dropping boxes whose phrase matches no prompt and degenerate boxes.
 
-        ``asked_prompts[i]`` is the prompt box ``i`` was generated for (open-vocabulary mode), or None to match its
-        phrase against every prompt (phrase grounding).
+        ``candidates[i]`` are the prompts box ``i`` may belong to: its caption's prompts, matched by phrase (phrase
+        grounding), or the one prompt it was generated for (open vocabulary, taken as is).
         """
-        prompts = self.ontology.prompts()
         kept, kept_prompts = [], []
-        for box, asked in zip(boxes, asked_prompts):
-            prompt = asked if asked is not None else match_phrase(box.phrase, prompts)
+        for box, prompts in zip(boxes, candidates):
+            prompt = prompts[0] if self.task == OPEN_VOCABULARY else match_phrase(box.phrase, prompts)
             if prompt is None:
                 logger.debug("dropping box with phrase %r: it matches no prompt", box.phrase)
                 continue
@@ -112,7 +150,7 @@ class Florence2Detector:
         xyxy = bins_to_xyxy(np.array([box.bins for box in kept], dtype=np.float64).reshape(-1, 4), width, height)
         valid = non_degenerate(xyxy)
         class_names = [self.ontology.promptToClass(prompt) for prompt in kept_prompts]
-        detections = sv.Detections(
+        return sv.Detections(
             xyxy=xyxy[valid],
             confidence=np.clip(np.array([box.confidence for box in kept], dtype=np.float32), 0, 1)[valid],
             class_id=np.array([self.ontology.class_id(name) for name in class_names], dtype=int)[valid],
@@ -121,58 +159,44 @@ class Florence2Detector:
                 "prompt": np.array(kept_prompts, dtype=str)[valid],
             },
         )
-        return detections
 
-    def _generate_phrase_grounding(self, images):
-        text = _TASK_TOKENS[PHRASE_GROUNDING] + self.caption()
-        inputs = self.processor(images=list(images), text=[text] * len(images), return_tensors="pt", padding=True)
-        inputs = inputs.to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        return self._generate(**inputs)
-
-    def _generate_open_vocabulary(self, images):
-        prompts = self.ontology.prompts()
+    def _generate(self, images: Sequence[np.ndarray], texts: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+        """Generates one row per (image, text), image-major; returns sequences and per-token log-probabilities."""
         pixel_values = self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
-        with autocast(self.device, self.autocast_dtype):
-            features = self.model.get_image_features(pixel_values.to(self.device, self.model.dtype)).pooler_output
-        features = features.repeat_interleave(len(prompts), dim=0)
-        texts = [self.open_vocabulary_text(prompt) for prompt in prompts] * len(images)
-        tokens = self.processor.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-        tokens = tokens.to(self.device)
-        image_outputs = BaseModelOutputWithPooling(pooler_output=features)
-        return self._generate(**tokens, mm_encoder_outputs={"image": image_outputs})
-
-    def open_vocabulary_text(self, prompt: str) -> str:
-        """The encoder text for one prompt, laid out as ``Florence2Processor`` lays it out for an image and text."""
-        processor = self.processor
-        instruction = processor.task_prompts_with_input[_TASK_TOKENS[OPEN_VOCABULARY]].format(input=prompt)
-        tokenizer = processor.tokenizer
-        return processor.image_token * processor.num_image_tokens + tokenizer.bos_token + instruction + tokenizer.eos_token
-
-    def _generate(self, **inputs) -> tuple[torch.Tensor, np.ndarray]:
+        tokens = self.processor.tokenizer(
+            texts * len(images), add_special_tokens=False, padding=True, return_tensors="pt"
+        ).to(self.device)
         greedy = self.num_beams == 1
-        with autocast(self.device, self.autocast_dtype):
+        recorder = _LocationLogProbs(self.model.lm_head, self._location_index()) if greedy else contextlib.nullcontext()
+        with autocast(self.device, self.autocast_dtype), recorder:
+            features = self.model.get_image_features(pixel_values.to(self.device, self.model.dtype)).pooler_output
             output = self.model.generate(
-                **inputs,
+                **tokens,
+                mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features.repeat_interleave(
+                    len(texts), dim=0))},
                 max_new_tokens=self.max_new_tokens,
                 num_beams=self.num_beams,
                 do_sample=False,
                 return_dict_in_generate=True,
-                output_logits=greedy,
                 output_scores=not greedy,
             )
         sequences = output.sequences
         if greedy:
-            # Raw logits: processed scores give forced tokens probability 1 and hide the model's uncertainty.
-            log_probs = torch.stack([
-                step.float().log_softmax(-1).gather(-1, sequences[:, i + 1, None])[:, 0]
-                for i, step in enumerate(output.logits)
-            ], dim=1)
+            log_probs = recorder.gather(sequences)
         else:
+            # Beam search: the beams' own (processed) scores, realigned to the kept sequences.
             log_probs = self.model.compute_transition_scores(sequences, output.scores, output.beam_indices).float()
-        # Column 0 is the decoder start token, which was not generated.
-        log_probs = torch.cat([torch.zeros_like(log_probs[:, :1]), log_probs], dim=1)
+            log_probs = torch.cat([torch.zeros_like(log_probs[:, :1]), log_probs], dim=1)  # column 0: start token
         return sequences.cpu(), log_probs[:, : sequences.shape[1]].cpu().numpy()
+
+    def _location_index(self) -> torch.Tensor:
+        """(vocabulary,) tensor: the bin of each ``<loc_*>`` token id, -1 for every other token."""
+        if self._location_lookup is None:
+            ids = self.processor.tokenizer.convert_tokens_to_ids([f"<loc_{i}>" for i in range(LOCATION_BINS)])
+            lookup = torch.full((self.model.lm_head.out_features,), -1, dtype=torch.long)
+            lookup[torch.tensor(ids)] = torch.arange(LOCATION_BINS)
+            self._location_lookup = lookup.to(self.device)
+        return self._location_lookup
 
     def _to_pieces(self, sequence: torch.Tensor) -> list[str]:
         return [self._piece(token_id) for token_id in sequence.tolist()]
@@ -187,3 +211,36 @@ class Florence2Detector:
             self._pieces[token_id] = piece
         return piece
 
+
+
+class _LocationLogProbs:
+    """Records, during greedy ``generate``, the log-probability the raw logits give each ``<loc_*>`` token.
+
+    transformers' ``output_logits`` keeps a (rows x vocabulary) tensor per step (~200 MB per row over 1024 steps for
+    Florence-2); confidence only needs the location tokens, so this hook on ``lm_head`` keeps 1000 values per step.
+    It reads the raw logits, like ``output_logits``: processed scores make forced tokens look certain.
+    """
+
+    def __init__(self, lm_head: torch.nn.Module, location_index: torch.Tensor):
+        self.lm_head, self.location_index = lm_head, location_index
+        self.location_ids = (location_index >= 0).nonzero()[:, 0][location_index[location_index >= 0].argsort()]
+        self.steps: list[torch.Tensor] = []
+
+    def __enter__(self):
+        self.handle = self.lm_head.register_forward_hook(self._record)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.remove()
+
+    def _record(self, module, inputs, logits):
+        last = logits[:, -1].float()
+        self.steps.append(last.index_select(-1, self.location_ids) - last.logsumexp(-1, keepdim=True))
+
+    def gather(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(rows, length) log-probabilities aligned with ``sequences``; 0 where the token is not a location."""
+        location = torch.stack(self.steps, dim=1)  # (rows, steps, bins); step t wrote sequences[:, t + 1]
+        bins = self.location_index[sequences[:, 1 : 1 + location.shape[1]]]
+        values = location.gather(-1, bins.clamp(min=0)[..., None])[..., 0]
+        values = values.where(bins >= 0, torch.zeros_like(values))
+        return torch.cat([torch.zeros_like(values[:, :1]), values], dim=1)

@@ -63,9 +63,11 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     """Converts a PIL image of any common mode to an (H, W, 3) uint8 RGB array."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return _high_depth_to_rgb(np.asarray(image), image.mode)
-    if image.mode == "P" and "transparency" in image.info:
+    if image.mode == "La":
+        image = image.convert("LA")
+    if "transparency" in image.info and image.mode in ("P", "L", "RGB"):
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
@@ -78,14 +80,18 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def _high_depth_to_rgb(values: np.ndarray, mode: str) -> np.ndarray:
-    # Pillow's own convert("RGB") clips 16-bit values at 255 (a white image), so scale the range instead.
+    # Pillow's own convert("RGB") clips 16-bit values at 255 (a white image), so scale instead: 16-bit data by its
+    # full range (so frames of one camera keep one brightness scale), other data by its own finite min and max.
     values = values.astype(np.float64)
-    if mode == "F":
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+    finite = values[np.isfinite(values)]
+    sixteen_bit = mode.startswith("I;16") or (mode == "I" and finite.size and 0 <= finite.min() <= finite.max() <= 65535)
+    if sixteen_bit:
+        scaled = values / 257.0
+    elif finite.size and finite.max() > finite.min():
+        scaled = (values - finite.min()) / (finite.max() - finite.min()) * 255.0
     else:
-        scaled = values / 257.0 if values.max() > 255 else values
-    gray = np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8)
+        scaled = np.zeros_like(values)
+    gray = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).round().astype(np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 

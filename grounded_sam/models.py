@@ -50,7 +50,7 @@ def load_florence2(source: str | os.PathLike, device: torch.device):
     """Loads ``Florence2ForConditionalGeneration`` and its processor from a hub id or local directory, in eval mode."""
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
-    model = _from_pretrained(Florence2ForConditionalGeneration, source, "Florence-2", "florence")
+    model = _from_pretrained(Florence2ForConditionalGeneration, source, "Florence-2", "florence", dtype=torch.float32)
     processor = _from_pretrained(AutoProcessor, source, "Florence-2 processor", "florence")
     return model.to(device).eval(), processor
 
@@ -59,18 +59,19 @@ def load_sam2(source: str | os.PathLike, device: torch.device):
     """Loads ``Sam2Model`` and ``Sam2Processor`` from a hub id or local directory, in eval mode."""
     from transformers import Sam2Model, Sam2Processor
 
-    model = _from_pretrained(Sam2Model, source, "SAM 2", "sam")
+    model = _from_pretrained(Sam2Model, source, "SAM 2", "sam", dtype=torch.float32)
     processor = _from_pretrained(Sam2Processor, source, "SAM 2 processor", "sam")
     return model.to(device).eval(), processor
 
 
-def _from_pretrained(cls, source, what: str, argument: str):
+def _from_pretrained(cls, source, what: str, argument: str, **options):
+    # Weights load as float32 whatever dtype the checkpoint was saved in; reduced precision comes from autocast.
     source = str(source)
     looks_local = os.path.isabs(source) or source.startswith((".", "~")) or os.path.exists(source)
     if looks_local and not Path(source).expanduser().is_dir():
         raise ModelNotAvailableError(f"{what} directory not found: {source} (pass an existing directory or a hub id)")
     try:
-        return cls.from_pretrained(str(Path(source).expanduser()) if looks_local else source)
+        return cls.from_pretrained(str(Path(source).expanduser()) if looks_local else source, **options)
     except OSError as error:
         raise ModelNotAvailableError(_not_available_message(source, what, argument, error)) from error
 

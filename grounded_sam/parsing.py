@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -108,37 +109,45 @@ def non_degenerate(xyxy: np.ndarray, min_size: float = 1.0) -> np.ndarray:
 
 
 def normalize_phrase(text: str) -> tuple[str, ...]:
-    """Lower-cases, drops punctuation and leading articles, and singularizes simple plurals, word by word."""
-    words = re.sub(r"[^0-9a-z]+", " ", text.lower()).split()
+    """Lower-cases, strips accents and punctuation, and drops leading articles: ``"The Cafés!"`` -> ``("cafes",)``."""
+    text = unicodedata.normalize("NFKD", text.lower())
+    text = "".join(char for char in text if not unicodedata.combining(char))
+    words = re.sub(r"[\W_]+", " ", text).split()
     while words and words[0] in _ARTICLES:
         words = words[1:]
-    return tuple(_singular(word) for word in words)
+    return tuple(words)
 
 
-def _singular(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("sses", "ches", "shes", "xes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
+def _word_forms(word: str) -> set[str]:
+    """The word and what it would be with a simple plural ending removed ("buses" -> bus, "puppies" -> puppy)."""
+    forms = {word}
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        forms.add(word[:-1])
+        if word.endswith("es"):
+            forms.add(word[:-2])
+        if word.endswith("ies"):
+            forms.add(word[:-3] + "y")
+    return forms
+
+
+def _same_words(a: Sequence[str], b: Sequence[str]) -> bool:
+    return len(a) == len(b) and all(_word_forms(x) & _word_forms(y) for x, y in zip(a, b))
 
 
 def match_phrase(phrase: str, prompts: Sequence[str]) -> str | None:
     """Returns the prompt that ``phrase`` refers to, or None.
 
-    An exact match after :func:`normalize_phrase` wins. Otherwise the prompt whose words appear as a run inside the
-    phrase (or the phrase's words inside the prompt) with the most words in common wins; ties go to the earlier
-    prompt. ``"Dogs"`` matches ``"a dog"``; ``"a brown dog"`` matches ``"dog"``; ``"cat"`` matches nothing in
-    ``["dog"]``.
+    Words are compared after :func:`normalize_phrase`, a simple plural matching its singular. A match of the whole
+    phrase wins. Otherwise the prompt whose words appear as a run inside the phrase (or the phrase's words inside the
+    prompt) with the most words in common wins; ties go to the earlier prompt. ``"Dogs"`` matches ``"a dog"``;
+    ``"a brown dog"`` matches ``"dog"``; ``"cat"`` matches nothing in ``["dog"]``.
     """
     words = normalize_phrase(phrase)
     if not words:
         return None
     normalized = [normalize_phrase(prompt) for prompt in prompts]
     for prompt, prompt_words in zip(prompts, normalized):
-        if prompt_words == words:
+        if _same_words(words, prompt_words):
             return prompt
     best, best_overlap = None, 0
     for prompt, prompt_words in zip(prompts, normalized):
@@ -151,4 +160,4 @@ def match_phrase(phrase: str, prompts: Sequence[str]) -> str | None:
 
 def _contains_run(longer: tuple[str, ...], shorter: tuple[str, ...]) -> bool:
     size = len(shorter)
-    return size > 0 and any(longer[i : i + size] == shorter for i in range(len(longer) - size + 1))
+    return size > 0 and any(_same_words(longer[i : i + size], shorter) for i in range(len(longer) - size + 1))

@@ -10,6 +10,8 @@ import torch
 
 from .device import autocast
 
+_MASK_CHUNK = 16  # boxes upsampled to full image size at once
+
 
 class Sam2Segmenter:
     """Adds a mask to every box with a built SAM 2 model.
@@ -86,8 +88,13 @@ class Sam2Segmenter:
         results = []
         for i, count in enumerate(counts):
             original_size = inputs["original_sizes"][i : i + 1]
-            image_masks = self.processor.post_process_masks([low_res[i, :count, None].cpu()], original_size)[0]
-            results.append((image_masks[:, 0].numpy(), iou[i, :count].cpu().numpy().astype(np.float32)))
+            # Upsampled float masks are (boxes, H, W) float32 before binarizing: bound that by taking boxes in chunks.
+            chunks = [
+                self.processor.post_process_masks([low_res[i, start : min(start + _MASK_CHUNK, count), None]],
+                                                  original_size)[0][:, 0].cpu()
+                for start in range(0, count, _MASK_CHUNK)
+            ]
+            results.append((torch.cat(chunks).numpy(), iou[i, :count].cpu().numpy().astype(np.float32)))
         return results
 
 

@@ -55,7 +55,7 @@ def test_confidence_equals_teacher_forced_log_probs(florence, ontology, images):
     model, processor = florence
     detector = _detector(florence, ontology)
     found = detector.detect(images[:1])[0]
-    inputs = processor(images=images[:1], text=["<CAPTION_TO_PHRASE_GROUNDING>" + detector.caption()], return_tensors="pt")
+    inputs = processor(images=images[:1], text=["<CAPTION_TO_PHRASE_GROUNDING>" + detector.caption(ontology.prompts())], return_tensors="pt")
     sequence = model.generate(**inputs, max_new_tokens=64, do_sample=False, num_beams=1)
     with torch.no_grad():
         logits = model(**inputs, decoder_input_ids=sequence[:, :-1]).logits
@@ -100,7 +100,7 @@ def test_open_vocabulary_matches_pairs_run_through_the_processor(florence, ontol
     detector = _detector(florence, ontology, task="open_vocabulary")
     for prompt in ontology.prompts():
         reference = processor(images=images[:1], text=[f"<OPEN_VOCABULARY_DETECTION>{prompt}"], return_tensors="pt")
-        ours = processor.tokenizer(detector.open_vocabulary_text(prompt), add_special_tokens=False)
+        ours = processor.tokenizer(detector.encoder_text("open_vocabulary", prompt), add_special_tokens=False)
         assert ours["input_ids"] == reference["input_ids"][0].tolist()
     batched = detector.detect(images[:1])[0]
     single = Florence2Detector(model, processor, CaptionOntology({"puppy": "dog"}), "open_vocabulary", 64)
@@ -114,7 +114,7 @@ def test_to_detections_drops_unmatched_and_degenerate(florence, ontology):
         split_markup("bicycle<loc_1><loc_2><loc_300><loc_400>dog<loc_5><loc_5><loc_5><loc_90>puppy<loc_1><loc_2><loc_3><loc_4>"),
         None,
     )
-    found = detector.to_detections(boxes, [None] * 3, width=1000, height=1000)
+    found = detector.to_detections(boxes, [ontology.prompts()] * 3, width=1000, height=1000)
     assert found.data["prompt"].tolist() == ["puppy"]
     empty = detector.to_detections([], [], width=10, height=10)
     assert empty.xyxy.shape == (0, 4) and len(empty.data["class_name"]) == 0
@@ -124,3 +124,34 @@ def test_to_detections_drops_unmatched_and_degenerate(florence, ontology):
 def test_bad_options_raise(florence, ontology, options, message):
     with pytest.raises(ValueError, match=message):
         _detector(florence, ontology, **options)
+
+
+def test_phrase_grounding_text_matches_the_processor(florence, ontology, images):
+    model, processor = florence
+    detector = _detector(florence, ontology)
+    caption = detector.caption(ontology.prompts())
+    reference = processor(images=images[:1], text=["<CAPTION_TO_PHRASE_GROUNDING>" + caption], return_tensors="pt")
+    ours = processor.tokenizer(detector.encoder_text("phrase_grounding", caption), add_special_tokens=False)
+    assert ours["input_ids"] == reference["input_ids"][0].tolist()
+
+
+def test_long_ontology_is_split_into_captions_that_fit(florence, images):
+    ontology = CaptionOntology({f"a dog number {i}": "dog" for i in range(60)} | {"a dog": "dog"})
+    detector = _detector(florence, ontology)
+    captions = detector.captions()
+    assert len(captions) > 1 and sum(captions, []) == ontology.prompts()
+    limit = detector.model.config.text_config.max_position_embeddings
+    for prompts in captions:
+        text = detector.encoder_text("phrase_grounding", detector.caption(prompts))
+        assert len(detector.processor.tokenizer(text, add_special_tokens=False)["input_ids"]) <= limit
+    with mock.patch.object(detector.model, "generate", wraps=detector.model.generate) as generate:
+        results = detector.detect(images[:2])
+    assert generate.call_count == 1
+    assert generate.call_args.kwargs["input_ids"].shape[0] == 2 * len(captions)
+    assert "a dog" in results[0].data["prompt"].tolist()
+
+
+def test_prompt_longer_than_the_encoder_raises(florence):
+    detector = _detector(florence, CaptionOntology({"dog " * 300: "dog"}))
+    with pytest.raises(ValueError, match="tokens long"):
+        detector.detect([np.zeros((10, 10, 3), np.uint8)])

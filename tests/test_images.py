@@ -103,3 +103,23 @@ def test_directory_and_unsupported_types_raise(tmp_path):
         load_image(tmp_path)
     with pytest.raises(InvalidImageError, match="Unsupported image input"):
         load_image(12)
+
+
+def test_sixteen_bit_frames_share_one_scale():
+    dim = Image.fromarray(np.array([[0, 4095]], dtype=np.uint16))
+    bright = Image.fromarray(np.array([[0, 4095, 65535]], dtype=np.uint16))
+    assert load_image(dim)[0, 1, 0] == load_image(bright)[0, 1, 0] == 16
+
+
+def test_float_image_with_infinities_keeps_its_range():
+    values = np.array([[0.0, 0.5, 1.0, np.inf, np.nan]], dtype=np.float32)
+    assert load_image(Image.fromarray(values))[0, :3, 0].tolist() == [0, 128, 255]
+
+
+def test_premultiplied_and_colour_key_transparency():
+    la = Image.new("La", (2, 2))
+    assert load_image(la).shape == (2, 2, 3)
+    rgb = Image.new("RGB", (2, 1), (10, 20, 30))
+    rgb.putpixel((1, 0), (0, 0, 0))
+    rgb.info["transparency"] = (0, 0, 0)
+    assert load_image(rgb).tolist() == [[[10, 20, 30], [255, 255, 255]]]
