@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import skimage.data
 import supervision as sv
+import torch
 from PIL import Image
 
 from grounded_sam import CaptionOntology, GroundedSAM2, InvalidImageError, ModelNotAvailableError
@@ -178,3 +179,12 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "grounded-sam"  # installed next to the interpreter running the tests
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("grounded-sam ")
+
+
+def test_bfloat16_autocast_runs_and_keeps_output_types(florence_dir, sam_dir, ontology):
+    model = GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", dtype="bfloat16", max_new_tokens=64)
+    image = skimage.data.astronaut()
+    found = model.predict(image)
+    _check_well_formed(found, *image.shape[:2], ontology)
+    assert found.confidence.dtype == np.float32 and found.data["mask_score"].dtype == np.float32
+    assert not torch.is_autocast_enabled("cpu")  # autocast stays inside the call
