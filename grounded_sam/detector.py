@@ -206,8 +206,12 @@ class Florence2Detector:
         if piece is None:
             tokenizer = self.processor.tokenizer
             token = tokenizer.convert_ids_to_tokens(token_id)
-            special = token in tokenizer.all_special_tokens or token in tokenizer.get_added_vocab()
-            piece = token if special else tokenizer.convert_tokens_to_string([token])
+            if token is None:  # an id past the tokenizer's vocabulary (the model's embedding table can be larger)
+                piece = ""
+            elif token in tokenizer.all_special_tokens or token in tokenizer.get_added_vocab():
+                piece = token
+            else:
+                piece = tokenizer.convert_tokens_to_string([token])
             self._pieces[token_id] = piece
         return piece
 
