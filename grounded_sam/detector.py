@@ -29,8 +29,9 @@ class Florence2Detector:
         model: a ``Florence2ForConditionalGeneration`` in eval mode, on its device.
         processor: the matching ``Florence2Processor``.
         ontology: prompts to look for and the class each labels.
-        task: ``"phrase_grounding"`` (one caption holding every prompt, one sequence per image) or
-            ``"open_vocabulary"`` (one sequence per image x prompt pair; vision features computed once per image).
+        task: ``"phrase_grounding"`` (one caption holding every prompt, one sequence per image; split over several
+            captions when too long for the encoder) or ``"open_vocabulary"`` (one sequence per image x prompt pair).
+            Either way each image's vision features are computed once.
         max_new_tokens: generation budget per sequence.
         num_beams: 1 is greedy search; more uses beam search (slower).
         autocast_dtype: run under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16`` on CUDA), or None.
@@ -54,7 +55,7 @@ class Florence2Detector:
         self.task, self.max_new_tokens, self.num_beams = task, max_new_tokens, num_beams
         self.autocast_dtype = autocast_dtype
         self._pieces: dict[int, str] = {}
-        self._location_lookup: torch.Tensor | None = None
+        self._location_lookup: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -167,7 +168,7 @@ class Florence2Detector:
             texts * len(images), add_special_tokens=False, padding=True, return_tensors="pt"
         ).to(self.device)
         greedy = self.num_beams == 1
-        recorder = _LocationLogProbs(self.model.lm_head, self._location_index()) if greedy else contextlib.nullcontext()
+        recorder = _LocationLogProbs(self.model.lm_head, *self._location_tokens()) if greedy else contextlib.nullcontext()
         with autocast(self.device, self.autocast_dtype), recorder:
             features = self.model.get_image_features(pixel_values.to(self.device, self.model.dtype)).pooler_output
             output = self.model.generate(
@@ -189,13 +190,17 @@ class Florence2Detector:
             log_probs = torch.cat([torch.zeros_like(log_probs[:, :1]), log_probs], dim=1)  # column 0: start token
         return sequences.cpu(), log_probs[:, : sequences.shape[1]].cpu().numpy()
 
-    def _location_index(self) -> torch.Tensor:
-        """(vocabulary,) tensor: the bin of each ``<loc_*>`` token id, -1 for every other token."""
+    def _location_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ids of ``<loc_0>``..``<loc_999>`` (1000,), and a (vocabulary,) lookup from token id to bin (-1: none)."""
         if self._location_lookup is None:
-            ids = self.processor.tokenizer.convert_tokens_to_ids([f"<loc_{i}>" for i in range(LOCATION_BINS)])
+            tokenizer = self.processor.tokenizer
+            ids = tokenizer.convert_tokens_to_ids([f"<loc_{i}>" for i in range(LOCATION_BINS)])
+            if None in ids or tokenizer.unk_token_id in ids:
+                raise ValueError("The tokenizer has no <loc_0>..<loc_999> tokens: pass a Florence-2 processor")
+            ids = torch.tensor(ids)
             lookup = torch.full((self.model.lm_head.out_features,), -1, dtype=torch.long)
-            lookup[torch.tensor(ids)] = torch.arange(LOCATION_BINS)
-            self._location_lookup = lookup.to(self.device)
+            lookup[ids] = torch.arange(LOCATION_BINS)
+            self._location_lookup = ids.to(self.device), lookup.to(self.device)
         return self._location_lookup
 
     def _to_pieces(self, sequence: torch.Tensor) -> list[str]:
@@ -225,9 +230,8 @@ class _LocationLogProbs:
     It reads the raw logits, like ``output_logits``: processed scores make forced tokens look certain.
     """
 
-    def __init__(self, lm_head: torch.nn.Module, location_index: torch.Tensor):
-        self.lm_head, self.location_index = lm_head, location_index
-        self.location_ids = (location_index >= 0).nonzero()[:, 0][location_index[location_index >= 0].argsort()]
+    def __init__(self, lm_head: torch.nn.Module, location_ids: torch.Tensor, bin_of_token: torch.Tensor):
+        self.lm_head, self.location_ids, self.bin_of_token = lm_head, location_ids, bin_of_token
         self.steps: list[torch.Tensor] = []
 
     def __enter__(self):
@@ -244,7 +248,7 @@ class _LocationLogProbs:
     def gather(self, sequences: torch.Tensor) -> torch.Tensor:
         """(rows, length) log-probabilities aligned with ``sequences``; 0 where the token is not a location."""
         location = torch.stack(self.steps, dim=1)  # (rows, steps, bins); step t wrote sequences[:, t + 1]
-        bins = self.location_index[sequences[:, 1 : 1 + location.shape[1]]]
+        bins = self.bin_of_token[sequences[:, 1 : 1 + location.shape[1]]]
         values = location.gather(-1, bins.clamp(min=0)[..., None])[..., 0]
         values = values.where(bins >= 0, torch.zeros_like(values))
         return torch.cat([torch.zeros_like(values[:, :1]), values], dim=1)
