@@ -22,6 +22,14 @@ OPEN_VOCABULARY = "open_vocabulary"
 _TASK_TOKENS = {PHRASE_GROUNDING: "<CAPTION_TO_PHRASE_GROUNDING>", OPEN_VOCABULARY: "<OPEN_VOCABULARY_DETECTION>"}
 
 
+def check_generation_options(task: str, max_new_tokens: int, num_beams: int) -> None:
+    """Raises ValueError for an unknown task or a non-positive budget, before any model is loaded."""
+    if task not in _TASK_TOKENS:
+        raise ValueError(f"Unknown task {task!r}: choose one of {sorted(_TASK_TOKENS)}")
+    if num_beams < 1 or max_new_tokens < 1:
+        raise ValueError(f"num_beams and max_new_tokens must be >= 1, got {num_beams} and {max_new_tokens}")
+
+
 class Florence2Detector:
     """Finds the ontology's prompts in images with a built Florence-2 model.
 
@@ -47,10 +55,7 @@ class Florence2Detector:
         num_beams: int = 1,
         autocast_dtype: torch.dtype | None = None,
     ):
-        if task not in _TASK_TOKENS:
-            raise ValueError(f"Unknown task {task!r}: choose one of {sorted(_TASK_TOKENS)}")
-        if num_beams < 1 or max_new_tokens < 1:
-            raise ValueError(f"num_beams and max_new_tokens must be >= 1, got {num_beams} and {max_new_tokens}")
+        check_generation_options(task, max_new_tokens, num_beams)
         self.model, self.processor, self.ontology = model, processor, ontology
         self.task, self.max_new_tokens, self.num_beams = task, max_new_tokens, num_beams
         self.autocast_dtype = autocast_dtype

@@ -9,7 +9,7 @@ import numpy as np
 import supervision as sv
 import torch
 
-from .detector import PHRASE_GROUNDING, Florence2Detector
+from .detector import PHRASE_GROUNDING, Florence2Detector, check_generation_options
 from .device import resolve_autocast_dtype, resolve_device
 from .images import ImageInput, load_image
 from .models import load_florence2, load_sam2, resolve_preset
@@ -62,6 +62,7 @@ class GroundedSAM2:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         if nms_threshold is not None and not 0.0 < nms_threshold <= 1.0:
             raise ValueError(f"nms_threshold must be in (0, 1] or None, got {nms_threshold}")
+        check_generation_options(task, max_new_tokens, num_beams)
         chosen = resolve_preset(preset)
         self.ontology = ontology
         self.device = resolve_device(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -60,7 +61,7 @@ class Sam2Segmenter:
         results = []
         for i, (image, found) in enumerate(zip(images, detections)):
             height, width = image.shape[:2]
-            segmented = _copy(found)
+            segmented = copy.deepcopy(found)
             segmented.mask = masks.get(i, np.zeros((0, height, width), dtype=bool))
             segmented.data["mask_score"] = scores.get(i, np.zeros(0, dtype=np.float32))
             results.append(segmented)
@@ -98,13 +99,3 @@ class Sam2Segmenter:
         return results
 
 
-
-def _copy(detections: sv.Detections) -> sv.Detections:
-    return sv.Detections(
-        xyxy=detections.xyxy.copy(),
-        confidence=None if detections.confidence is None else detections.confidence.copy(),
-        class_id=None if detections.class_id is None else detections.class_id.copy(),
-        tracker_id=None if detections.tracker_id is None else detections.tracker_id.copy(),
-        data={key: np.array(value, copy=True) for key, value in detections.data.items()},
-        metadata=dict(detections.metadata),
-    )

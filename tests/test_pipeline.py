@@ -144,6 +144,9 @@ def test_predict_batch_rejects_a_single_image(model):
         ({"preset": "huge"}, ValueError, "Unknown preset"),
         ({"dtype": "int8"}, ValueError, "Unknown dtype"),
         ({"min_confidence": 2.0}, ValueError, "min_confidence"),
+        ({"nms_threshold": 0.0}, ValueError, "nms_threshold"),
+        ({"task": "segment", "florence": "/never/loaded"}, ValueError, "Unknown task"),  # checked before loading
+        ({"device": "tpu-ish"}, ValueError, "Unknown device"),
         ({"florence": "/no/such/florence"}, ModelNotAvailableError, "directory not found"),
         ({"sam": "nobody/no-such-sam"}, ModelNotAvailableError, "hf download nobody/no-such-sam"),
     ],
