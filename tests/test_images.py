@@ -123,3 +123,13 @@ def test_premultiplied_and_colour_key_transparency():
     rgb.putpixel((1, 0), (0, 0, 0))
     rgb.info["transparency"] = (0, 0, 0)
     assert load_image(rgb).tolist() == [[[10, 20, 30], [255, 255, 255]]]
+
+
+def test_exif_rotation_moves_pixels(tmp_path):
+    pixels = np.zeros((20, 30, 3), dtype=np.uint8)
+    pixels[:5, :5] = 255  # white top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 3  # rotate 180 degrees to display
+    path = _save(Image.fromarray(pixels), tmp_path / "upside_down.png", exif=exif)
+    loaded = load_image(path)
+    assert loaded[-1, -1].min() == 255 and loaded[0, 0].max() == 0

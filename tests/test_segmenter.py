@@ -5,6 +5,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import supervision as sv
+import torch
 
 from grounded_sam import Sam2Segmenter
 
@@ -82,6 +83,10 @@ def test_multimask_keeps_the_best_of_three(sam, batch):
     output = model(**inputs, multimask_output=True)
     np.testing.assert_allclose(found.data["mask_score"], output.iou_scores[0].max(-1).values.detach(), atol=1e-5)
     assert found.mask.shape == (3, 90, 120)
+    best = output.iou_scores[0].argmax(-1)
+    chosen = output.pred_masks[0][torch.arange(3), best][:, None].detach()
+    expected = processor.post_process_masks([chosen], inputs["original_sizes"])[0][:, 0].numpy()
+    np.testing.assert_array_equal(found.mask, expected)
 
 
 def test_mismatched_lengths_raise(sam, batch):
