@@ -61,6 +61,7 @@ class Florence2Detector:
         self.autocast_dtype = autocast_dtype
         self._pieces: dict[int, str] = {}
         self._location_lookup: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._row_cache: tuple[list[list[str]], dict[str, torch.Tensor]] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -119,13 +120,8 @@ class Florence2Detector:
         """
         if not images:
             return []
-        if self.task == PHRASE_GROUNDING:
-            row_prompts = self.captions()
-            row_inputs = [self.caption(prompts) for prompts in row_prompts]
-        else:
-            row_prompts = [[prompt] for prompt in self.ontology.prompts()]
-            row_inputs = self.ontology.prompts()
-        sequences, log_probs = self._generate(images, [self.encoder_text(self.task, text) for text in row_inputs])
+        row_prompts, row_tokens = self._rows()
+        sequences, log_probs = self._generate(images, row_tokens)
         results = []
         for index, image in enumerate(images):
             boxes, candidates = [], []
@@ -166,12 +162,29 @@ class Florence2Detector:
             },
         )
 
-    def _generate(self, images: Sequence[np.ndarray], texts: list[str]) -> tuple[torch.Tensor, np.ndarray]:
-        """Generates one row per (image, text), image-major; returns sequences and per-token log-probabilities."""
+    def _rows(self) -> tuple[list[list[str]], dict[str, torch.Tensor]]:
+        """Each image's rows, built once per detector: the prompts of each row and the rows' tokenized encoder text."""
+        if self._row_cache is None:
+            if self.task == PHRASE_GROUNDING:
+                row_prompts = self.captions()
+                texts = [self.caption(prompts) for prompts in row_prompts]
+            else:
+                row_prompts = [[prompt] for prompt in self.ontology.prompts()]
+                texts = self.ontology.prompts()
+            tokens = self.processor.tokenizer(
+                [self.encoder_text(self.task, text) for text in texts],
+                add_special_tokens=False, padding=True, return_tensors="pt",
+            )
+            self._row_cache = row_prompts, {key: value.to(self.device) for key, value in tokens.items()}
+        return self._row_cache
+
+    def _generate(
+        self, images: Sequence[np.ndarray], row_tokens: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Generates every row for every image, image-major; returns sequences and per-token log-probabilities."""
         pixel_values = self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
-        tokens = self.processor.tokenizer(
-            texts * len(images), add_special_tokens=False, padding=True, return_tensors="pt"
-        ).to(self.device)
+        rows_per_image = len(row_tokens["input_ids"])
+        tokens = {key: value.repeat(len(images), 1) for key, value in row_tokens.items()}
         greedy = self.num_beams == 1
         recorder = _LocationLogProbs(self.model.lm_head, *self._location_tokens()) if greedy else contextlib.nullcontext()
         with autocast(self.device, self.autocast_dtype), recorder:
@@ -179,7 +192,7 @@ class Florence2Detector:
             output = self.model.generate(
                 **tokens,
                 mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features.repeat_interleave(
-                    len(texts), dim=0))},
+                    rows_per_image, dim=0))},
                 max_new_tokens=self.max_new_tokens,
                 num_beams=self.num_beams,
                 do_sample=False,
@@ -224,7 +237,6 @@ class Florence2Detector:
                 piece = tokenizer.convert_tokens_to_string([token])
             self._pieces[token_id] = piece
         return piece
-
 
 
 class _LocationLogProbs:
