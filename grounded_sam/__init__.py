@@ -1,7 +1,10 @@
 """grounded-sam: text-grounded segmentation and auto-labeling with Florence-2 and SAM 2."""
 
+from .dataset_writer import OutputFolderError, OutputWriteError
 from .detector import Florence2Detector
 from .images import InvalidImageError, load_image
+from .labeled_dataset import LabeledDataset
+from .labeling import LabelReport, label_folder
 from .models import PRESETS, ModelNotAvailableError
 from .ontology import CaptionOntology
 from .pipeline import GroundedSAM2
@@ -14,9 +17,14 @@ __all__ = [
     "Florence2Detector",
     "GroundedSAM2",
     "InvalidImageError",
+    "LabelReport",
+    "LabeledDataset",
     "ModelNotAvailableError",
+    "OutputFolderError",
+    "OutputWriteError",
     "PRESETS",
     "Sam2Segmenter",
+    "label_folder",
     "load_image",
     "__version__",
 ]

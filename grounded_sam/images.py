@@ -49,6 +49,8 @@ def _load_path(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"Image file not found: {path}")
     if not path.is_file():
         raise InvalidImageError(f"Not an image file: {path} is a directory or special file")
+    if path.stat().st_size == 0:
+        raise InvalidImageError(f"Cannot read image {path}: the file is empty (0 bytes)")
     try:
         with Image.open(path) as image:
             image.load()
@@ -57,6 +59,10 @@ def _load_path(path: Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         # Pillow raises OSError for truncated files and SyntaxError/ValueError for some corrupt headers.
         raise InvalidImageError(f"Cannot read image {path}: {error}") from None
+    except Image.DecompressionBombError as error:
+        raise InvalidImageError(
+            f"Cannot read image {path}: {error} Raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+        ) from None
 
 
 def pil_to_rgb_array(image: Image.Image) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 from .detector import PHRASE_GROUNDING, Florence2Detector, check_generation_options
 from .device import resolve_autocast_dtype, resolve_device
 from .images import ImageInput, load_image
+from .labeled_dataset import LabeledDataset
+from .labeling import label_folder
 from .models import load_florence2, load_sam2, resolve_preset
 from .ontology import CaptionOntology
 from .segmenter import Sam2Segmenter
@@ -77,6 +80,16 @@ class GroundedSAM2:
         self.min_confidence = min_confidence
         self.nms_threshold = nms_threshold
         self.class_agnostic_nms = class_agnostic_nms
+        self._settings = {
+            "florence": _model_identity(florence_model), "sam": _model_identity(sam_model), "task": task,
+            "min_confidence": min_confidence, "nms_threshold": nms_threshold, "class_agnostic_nms": class_agnostic_nms,
+            "multimask_output": multimask_output, "max_new_tokens": max_new_tokens, "num_beams": num_beams,
+        }
+
+    def settings(self) -> dict:
+        """The models (hub id or local path) and options the detections depend on; a labeled dataset stores them so
+        that resuming it with other settings is refused."""
+        return dict(self._settings)
 
     def predict(self, image: ImageInput) -> sv.Detections:
         """Segments the ontology's prompts in one image.
@@ -111,11 +124,39 @@ class GroundedSAM2:
         boxes = [self._filter(found) for found in self.detector.detect(images)]
         return self.segmenter.segment(images, boxes)
 
+    def label(
+        self,
+        input_folder: str | os.PathLike,
+        extension: str | Sequence[str] | None = None,
+        output_folder: str | os.PathLike | None = None,
+        **options,
+    ) -> LabeledDataset:
+        """Labels a folder of images into a YOLO-seg + COCO dataset; rerunning the same call resumes it.
+
+        Keeps autodistill's signature (``label(input_folder, extension=".jpg", output_folder=None)``);
+        ``extension=None`` takes every common image format. ``output_folder`` defaults to
+        ``<input_folder>_labeled``. Keyword options (``recursive``, ``split``, ``seed``, ``formats``,
+        ``yolo_boxes_only``, ``coco_segmentation``, ``polygon_approximation``, ``keep_empty``,
+        ``record_confidence``, ``overwrite``, ``link``, ``batch_size``, ``progress``, ``verbose``) are those of
+        :func:`grounded_sam.labeling.label_folder` and README "Auto-label a folder".
+
+        Returns:
+            the dataset written, every split together, as a ``supervision.DetectionDataset`` that reads masks from
+            disk when accessed; its ``report`` attribute holds the run's ``LabelReport``.
+        """
+        report = label_folder(self, input_folder, output_folder, extension, **options)
+        return LabeledDataset(report.output_folder, report=report)
+
     def _filter(self, detections: sv.Detections) -> sv.Detections:
         detections = detections[detections.confidence >= self.min_confidence]
         if self.nms_threshold is not None and len(detections) > 1:
             detections = detections.with_nms(threshold=self.nms_threshold, class_agnostic=self.class_agnostic_nms)
         return detections
+
+
+def _model_identity(model) -> str:
+    name = model.config.name_or_path
+    return str(Path(name).resolve()) if Path(name).is_dir() else name  # the same folder from any working directory
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

@@ -1,0 +1,180 @@
+"""Pure converters between ``sv.Detections`` and what a labeled dataset stores: YOLO lines, COCO entries, records.
+
+No file I/O here (see ``dataset_writer``). Masks are stored as COCO RLE (pycocotools), which is exact; polygons come
+from supervision's mask-to-polygon conversion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import supervision as sv
+from pycocotools import mask as mask_utils
+from supervision.dataset.formats.yolo import detections_to_yolo_annotations, object_to_yolo
+from supervision.dataset.utils import approximate_mask_with_polygons
+
+YOLO_PRECISION = 5  # decimals of the normalised coordinates, as ultralytics and supervision write them
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """(H, W) bool mask -> COCO compressed RLE ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """COCO compressed RLE -> (H, W) bool mask."""
+    height, width = rle["size"]
+    return sv.rle_to_mask(rle["counts"], (width, height))  # pycocotools' decode warns under numpy 2
+
+
+def yolo_lines(
+    detections: sv.Detections, image_shape: tuple[int, ...], boxes_only: bool = False, approximation: float = 0.0
+) -> tuple[list[str], list[int]]:
+    """YOLO label lines for one image, and for each line the index of the detection it came from.
+
+    Args:
+        detections: one image's detections; class_id indexes the dataset's class list.
+        image_shape: (H, W) or (H, W, C) of the image, to normalise coordinates.
+        boxes_only: write ``class cx cy w h`` boxes instead of polygons.
+        approximation: fraction of polygon points supervision may drop (0 keeps every contour point).
+
+    Segmentation lines come from supervision's conversion: one line per connected part of a mask, each hole joined
+    to its outer contour by a zero-width seam so that filling the polygon leaves the hole empty. A detection with an
+    empty mask is written as its box.
+    """
+    lines: list[str] = []
+    sources: list[int] = []
+    for index in range(len(detections)):
+        single = detections[index : index + 1]
+        if boxes_only:
+            single = sv.Detections(xyxy=single.xyxy, class_id=single.class_id)
+        try:
+            written = detections_to_yolo_annotations(single, image_shape, approximation_percentage=approximation)
+        except ValueError:  # supervision finds no seam inside the mask for some hole (see _seamed_polygons)
+            class_id = int(single.class_id[0])
+            written = [object_to_yolo(None, class_id, image_shape, polygon) for polygon in _seamed_polygons(single.mask[0])]
+        lines += written
+        sources += [index] * len(written)
+    return lines, sources
+
+
+def _seamed_polygons(mask: np.ndarray) -> list[np.ndarray]:
+    """One polygon per connected part of ``mask``, each hole joined to the part's outline by a zero-width seam.
+
+    supervision joins holes only along seams that stay on the mask and raises when a hole has none (masks riddled
+    with holes). Here each hole joins the nearest vertex already in the polygon, as ultralytics' converter does; a
+    seam that crosses background marks its one-pixel line as mask when the polygon is filled, a far smaller error
+    than filling the holes.
+    """
+    contours, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for index, contour in enumerate(contours):
+        if hierarchy[0][index][3] != -1:  # a hole: attached to its outline below
+            continue
+        polygon = contour.reshape(-1, 2)
+        child = hierarchy[0][index][2]
+        while child != -1:
+            hole = contours[child].reshape(-1, 2)
+            distances = np.linalg.norm(hole[:, None, :].astype(float) - polygon[None, :, :], axis=2)
+            at_hole, at_polygon = np.unravel_index(np.argmin(distances), distances.shape)
+            loop = np.roll(hole, -at_hole, axis=0)
+            polygon = np.concatenate([polygon[: at_polygon + 1], loop, loop[:1], polygon[at_polygon:]])
+            child = hierarchy[0][child][0]
+        if len(polygon) >= 3:
+            polygons.append(polygon)
+    return polygons
+
+
+def coco_polygons(mask: np.ndarray, approximation: float = 0.0) -> list[list[float]]:
+    """COCO polygon segmentation of a mask: one flat ``[x1, y1, x2, y2, ...]`` list per outer contour.
+
+    COCO polygons cannot carry holes; each part is written as its outer contour and its holes as separate contours
+    that COCO fills too. Use RLE (the default) where holes matter.
+    """
+    polygons = approximate_mask_with_polygons(mask, approximation_percentage=approximation)
+    return [[float(value) for value in polygon.reshape(-1)] for polygon in polygons if len(polygon) >= 3]
+
+
+def detections_to_record(
+    detections: sv.Detections, coco_segmentation: str = "rle", approximation: float = 0.0
+) -> list[dict]:
+    """One image's detections as JSON-ready dicts: class, box, confidence, mask as RLE, mask area, and COCO
+    polygons when ``coco_segmentation == "polygon"``."""
+    entries = []
+    for index in range(len(detections)):
+        mask = detections.mask[index] if detections.mask is not None else None
+        entry = {
+            "class_id": int(detections.class_id[index]),
+            "xyxy": [_short(value) for value in detections.xyxy[index]],
+            "confidence": None if detections.confidence is None else _short(detections.confidence[index]),
+        }
+        if mask is not None:
+            entry["rle"] = mask_to_rle(mask)
+            entry["area"] = int(mask.sum())
+            if coco_segmentation == "polygon":
+                entry["polygons"] = coco_polygons(mask, approximation)
+        entries.append(entry)
+    return entries
+
+
+def _short(value) -> float:
+    """A float32 as the shortest decimal that reads back as the same float32 (12.864, not 12.864000320434570)."""
+    return float(str(np.float32(value)))
+
+
+def record_to_detections(entries: Sequence[dict], classes: Sequence[str], height: int, width: int) -> sv.Detections:
+    """Inverse of :func:`detections_to_record`: ``sv.Detections`` with xyxy, mask (n, H, W) bool, confidence,
+    class_id and data["class_name"]."""
+    if not entries:
+        empty = sv.Detections.empty()
+        empty.mask = np.zeros((0, height, width), dtype=bool)
+        empty.confidence = np.zeros(0, dtype=np.float32)
+        empty.data["class_name"] = np.array([], dtype=str)
+        return empty
+    class_id = np.array([entry["class_id"] for entry in entries], dtype=int)
+    has_masks = all("rle" in entry for entry in entries)
+    confidences = [entry.get("confidence") for entry in entries]
+    return sv.Detections(
+        xyxy=np.array([entry["xyxy"] for entry in entries], dtype=np.float32),
+        mask=np.stack([rle_to_mask(entry["rle"]) for entry in entries]) if has_masks else None,
+        confidence=None if None in confidences else np.array(confidences, dtype=np.float32),
+        class_id=class_id,
+        data={"class_name": np.array([classes[index] for index in class_id])},
+    )
+
+
+def coco_annotation(entry: dict, annotation_id: int, image_id: int, segmentation: str = "rle", score: bool = False):
+    """One COCO annotation from a record entry. category_id is class_id + 1 (COCO ids start at 1, as supervision
+    writes them); bbox is [x, y, width, height] of the detected box; area is the mask's pixel count."""
+    x1, y1, x2, y2 = entry["xyxy"]
+    annotation = {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": entry["class_id"] + 1,
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "area": entry.get("area", (x2 - x1) * (y2 - y1)),
+        "iscrowd": 0,
+        "segmentation": [],
+    }
+    if "rle" in entry:
+        annotation["segmentation"] = entry["polygons"] if segmentation == "polygon" else entry["rle"]
+    if score and entry.get("confidence") is not None:
+        annotation["score"] = entry["confidence"]
+    return annotation
+
+
+def coco_categories(classes: Sequence[str]) -> list[dict]:
+    """COCO categories for a class list, ids from 1 in class order."""
+    return [{"id": index + 1, "name": name, "supercategory": "none"} for index, name in enumerate(classes)]
+
+
+def data_yaml(output_folder: str, classes: Sequence[str], splits: Sequence[str]) -> dict:
+    """The YOLO ``data.yaml`` content: absolute ``path``, split folders relative to it, ``nc`` and ``names``."""
+    content = {"path": output_folder, "train": "train/images", "val": "valid/images"}
+    if "test" in splits:
+        content["test"] = "test/images"
+    content.update(nc=len(classes), names=list(classes))
+    return content

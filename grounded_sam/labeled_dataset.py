@@ -1,0 +1,61 @@
+"""The labeled folder as a ``supervision.DetectionDataset`` that reads each image's annotations when asked."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import supervision as sv
+
+from .dataset_writer import STATE_DIR, read_header, read_record
+from .formats import record_to_detections
+
+
+class LabeledDataset(sv.DetectionDataset):
+    """A ``sv.DetectionDataset`` over a folder written by ``GroundedSAM2.label``, every split together.
+
+    Image paths point into ``{split}/images/``; images load lazily as in supervision. Annotations are decoded from
+    the folder's records (exact RLE masks, confidences) one image at a time when accessed, so the object stays small
+    however many images were labeled. Everything supervision offers works (``as_yolo``, ``as_coco``, ``split``...);
+    operations that copy the dataset, like ``split``, hold the masks they copy in memory.
+
+    Attributes:
+        splits: image path -> "train", "valid" or "test".
+        report: the run's ``LabelReport`` when the dataset comes from ``label``, else None.
+    """
+
+    def __init__(self, folder: str | os.PathLike, report=None):
+        root = Path(folder).absolute()
+        settings_path = root / STATE_DIR / "settings.json"
+        if not settings_path.is_file():
+            raise FileNotFoundError(f"{root} is not a dataset written by grounded-sam (no {settings_path})")
+        classes = json.loads(settings_path.read_text(encoding="utf-8"))["dataset"]["classes"]
+        records, self.splits = {}, {}
+        for record in sorted((root / STATE_DIR / "records").glob("[!.]*.json")):
+            header = read_header(record)
+            if header["kept"]:
+                image_path = str(root / header["split"] / "images" / header["name"])
+                records[image_path], self.splits[image_path] = record, header["split"]
+        super().__init__(classes=list(classes), images=[], annotations={})
+        self.image_paths = list(records)
+        self.annotations = _RecordAnnotations(records, list(classes))
+        self.report = report
+
+
+class _RecordAnnotations(Mapping):
+    """image path -> sv.Detections, decoded from the image's record file on each access."""
+
+    def __init__(self, records: dict[str, Path], classes: list[str]):
+        self._records, self._classes = records, classes
+
+    def __getitem__(self, image_path: str) -> sv.Detections:
+        header, entries = read_record(self._records[image_path])
+        return record_to_detections(entries, self._classes, header["height"], header["width"])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)

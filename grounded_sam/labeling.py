@@ -1,0 +1,198 @@
+"""Auto-labeling a folder: find images, run the model batch by batch, write each image as soon as it is done.
+
+A rerun of the same call resumes: images with a record in the output folder are skipped. An image that cannot be
+read, or that the model fails on alone, is skipped and reported; the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import supervision as sv
+from tqdm.auto import tqdm
+
+from .dataset_writer import DatasetOptions, DatasetWriter
+from .folders import assign_split, check_split_ratios, find_images, normalize_extensions, output_names
+from .images import InvalidImageError, load_image
+
+MAX_CONSECUTIVE_MODEL_FAILURES = 8  # more in a row than this is a broken setup, not a few bad images
+
+
+@dataclass
+class LabelReport:
+    """What a labeling run did. Counts of labeled, empty and per-class detections cover the whole output dataset
+    (earlier runs included); ``labeled_this_run`` and the timings cover this run only."""
+
+    input_folder: str
+    output_folder: str
+    images_found: int = 0
+    already_done: int = 0
+    labeled_this_run: int = 0
+    images_labeled: int = 0
+    images_empty: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    detections_per_class: dict[str, int] = field(default_factory=dict)
+    images_per_split: dict[str, int] = field(default_factory=dict)
+    elapsed_seconds: float = 0.0
+    images_per_second: float = 0.0
+
+    @property
+    def images_skipped(self) -> int:
+        return len(self.skipped)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "images_skipped": self.images_skipped}
+
+    def summary(self) -> str:
+        splits = ", ".join(f"{name} {count}" for name, count in self.images_per_split.items())
+        detections = ", ".join(f"{name} {count}" for name, count in self.detections_per_class.items())
+        lines = [
+            f"Labeled {self.labeled_this_run} images into {self.output_folder} ({self.already_done} done before; "
+            f"dataset: {self.images_labeled} images, {splits}; {self.images_empty} without detections)",
+            f"Detections: {detections}",
+            f"Skipped {self.images_skipped} of {self.images_found} found"
+            + "".join(f"\n  {item['path']}: {item['reason']}" for item in self.skipped),
+            f"{self.elapsed_seconds:.1f} s, {self.images_per_second:.2f} images/s. "
+            f"Report: {Path(self.output_folder) / 'report.json'}",
+        ]
+        if self.images_per_split.get("valid", 1) == 0:
+            lines.append("Note: the valid split is empty; YOLO trainers need validation images (add images or "
+                         "change split/seed)")
+        return "\n".join(lines)
+
+
+def label_folder(
+    model,
+    input_folder: str | os.PathLike,
+    output_folder: str | os.PathLike | None = None,
+    extension: str | Iterable[str] | None = None,
+    *,
+    recursive: bool = False,
+    split: Sequence[float] = (0.8, 0.2),
+    seed: int = 0,
+    formats: Sequence[str] = ("yolo", "coco"),
+    yolo_boxes_only: bool = False,
+    coco_segmentation: str = "rle",
+    polygon_approximation: float = 0.0,
+    keep_empty: bool = True,
+    record_confidence: bool = False,
+    overwrite: bool = False,
+    link: bool = True,
+    batch_size: int = 8,
+    progress: bool = True,
+    verbose: bool = True,
+) -> LabelReport:
+    """Labels every image of ``input_folder`` with ``model`` into a YOLO-seg + COCO dataset in ``output_folder``.
+
+    ``model`` needs ``ontology`` (a CaptionOntology), ``settings()`` (what its outputs depend on) and
+    ``predict_arrays(list of (H, W, 3) uint8 RGB arrays) -> list[sv.Detections]``, as ``GroundedSAM2`` has.
+    The options are described in README "Auto-label a folder"; ``output_folder`` defaults to
+    ``<input_folder>_labeled`` as in autodistill.
+
+    Raises:
+        FileNotFoundError: the input folder is missing or holds no image with the wanted extensions.
+        OutputFolderError: the output folder holds other files, or a dataset labeled with other settings.
+        OutputWriteError: the output disk failed; what was written is kept and a rerun continues.
+    """
+    started = time.perf_counter()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    input_root = Path(input_folder)
+    output_root = Path(output_folder) if output_folder is not None else Path(f"{os.fspath(input_root)}_labeled")
+    options = DatasetOptions(
+        classes=tuple(model.ontology.classes()), split=check_split_ratios(split), seed=int(seed),
+        formats=tuple(formats), yolo_boxes_only=yolo_boxes_only, coco_segmentation=coco_segmentation,
+        polygon_approximation=polygon_approximation, keep_empty=keep_empty, record_confidence=record_confidence,
+    )
+    sources = find_images(input_root, extension, recursive, exclude=[output_root])
+    if not sources:
+        raise FileNotFoundError(
+            f"No images found in {input_root} (extensions {', '.join(normalize_extensions(extension))}"
+            f"{'' if recursive else ', top level only: recursive=True walks sub-folders'})"
+        )
+    settings = {"ontology": model.ontology.to_dict(), "model": model.settings(), "dataset": asdict(options)}
+    writer = DatasetWriter(output_root, options, settings, overwrite=overwrite, link=link)
+    done = writer.completed()
+    names = output_names(sources, done)
+    todo = [source for source in sources if source not in done]
+    report = LabelReport(str(input_root), str(writer.root), len(sources), already_done=len(sources) - len(todo))
+
+    predictor = _IsolatingPredictor(model, report.skipped)
+    with tqdm(total=len(sources), initial=report.already_done, unit="img", disable=None if progress else True,
+              desc="Labeling") as bar:
+        for batch in _chunks(todo, batch_size):
+            loaded = _load_batch(input_root, batch, report.skipped)
+            for (source, image), detections in predictor(loaded):
+                split_name = assign_split(source, options.split, options.seed)
+                writer.write(source, input_root / source, names[source], split_name, image.shape, detections)
+                report.labeled_this_run += 1
+            bar.update(len(batch))
+
+    _fill_totals(report, writer.finish(), options, time.perf_counter() - started)
+    writer.write_report(report.to_dict())
+    if verbose:
+        print(report.summary())
+    return report
+
+
+def _load_batch(root: Path, batch: Sequence[PurePosixPath], skipped: list) -> list[tuple[PurePosixPath, np.ndarray]]:
+    loaded = []
+    for source in batch:
+        try:
+            loaded.append((source, load_image(root / source)))
+        except (InvalidImageError, OSError) as error:  # OSError: the file vanished or cannot be opened
+            skipped.append({"path": str(source), "reason": str(error)})
+    return loaded
+
+
+class _IsolatingPredictor:
+    """Runs a batch through the model; if the batch fails, retries its images one by one and skips those that fail
+    alone, so one image the model cannot take does not end the run. Many failures in a row re-raise."""
+
+    def __init__(self, model, skipped: list):
+        self.model, self.skipped, self.failures_in_a_row = model, skipped, 0
+
+    def __call__(self, loaded: list) -> list[tuple[tuple[PurePosixPath, np.ndarray], sv.Detections]]:
+        if len(loaded) > 1:
+            try:
+                results = list(zip(loaded, self.model.predict_arrays([image for _, image in loaded])))
+                self.failures_in_a_row = 0
+                return results
+            except Exception:  # noqa: BLE001 -- retried per image below, where the failing one is found and reported
+                pass
+        return [result for item in loaded for result in self._alone(item)]
+
+    def _alone(self, item) -> list:
+        source, image = item
+        try:
+            results = [(item, self.model.predict_arrays([image])[0])]
+        except Exception as error:  # noqa: BLE001 -- recorded with its reason; the run goes on
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= MAX_CONSECUTIVE_MODEL_FAILURES:
+                raise RuntimeError(
+                    f"The model failed on {self.failures_in_a_row} images in a row (last: {source}); this looks like "
+                    "a setup problem, not bad images. Finished images are kept; rerun to continue once fixed"
+                ) from error
+            self.skipped.append({"path": str(source), "reason": f"model failed: {type(error).__name__}: {error}"})
+            return []
+        self.failures_in_a_row = 0
+        return results
+
+
+def _fill_totals(report: LabelReport, counts: dict, options: DatasetOptions, elapsed: float) -> None:
+    report.images_labeled, report.images_empty = counts["labeled"], counts["empty"]
+    report.detections_per_class = {name: counts["per_class"].get(name, 0) for name in options.classes}
+    report.images_per_split = {name: counts["per_split"].get(name, 0) for name in options.splits}
+    report.elapsed_seconds = round(elapsed, 3)
+    report.images_per_second = round(report.labeled_this_run / elapsed, 3) if elapsed > 0 else 0.0
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
