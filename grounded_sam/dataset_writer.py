@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -165,55 +166,37 @@ class DatasetWriter:
             self._io(_atomic_write_text, self.root / split / "confidences" / f"{stem}.txt", _text(values))
 
     def finish(self) -> dict:
-        """Assembles the COCO files and data.yaml from the records on disk; returns counts over the whole dataset."""
+        """Assembles the COCO files and data.yaml from the records on disk, in one streaming pass over the records;
+        returns counts over the whole dataset."""
+        return self._io(self._assemble)
+
+    def _assemble(self) -> dict:
         counts = {"labeled": 0, "empty": 0, "per_class": Counter(), "per_split": Counter()}
-        if "coco" in self.options.formats:
-            for split in self.options.splits:
-                path = self.root / "annotations" / f"instances_{split}.json"
-                self._io(path.parent.mkdir, parents=True, exist_ok=True)
-                self._io(_atomic_write_text, path, "".join(self._coco_chunks(split)))
-        for header, entries in self._records_with_entries():
-            counts["labeled"] += 1
-            counts["empty"] += not entries
-            counts["per_split"][header["split"]] += header["kept"]
-            counts["per_class"].update(self.options.classes[entry["class_id"]] for entry in entries)
+        coco = _CocoAssembler(self.root / "annotations", self.options) if "coco" in self.options.formats else None
+        try:
+            for image_id, (header, entries) in enumerate(self._records_with_entries(), start=1):
+                counts["labeled"] += 1
+                counts["empty"] += not entries
+                counts["per_split"][header["split"]] += header["kept"]
+                counts["per_class"].update(self.options.classes[entry["class_id"]] for entry in entries)
+                if coco is not None:
+                    coco.add(image_id, header, entries)
+            if coco is not None:
+                coco.write()
+        finally:
+            if coco is not None:
+                coco.close()
         if "yolo" in self.options.formats:
             content = data_yaml(str(self.root), self.options.classes, self.options.splits)
-            self._io(_atomic_write_text, self.root / "data.yaml", yaml.safe_dump(content, sort_keys=False))
+            _atomic_write_text(self.root / "data.yaml", yaml.safe_dump(content, sort_keys=False))
         return counts
 
     def write_report(self, report: dict) -> None:
         self._io(_atomic_write_text, self.root / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
 
-    def _coco_chunks(self, split: str) -> Iterator[str]:
-        # Streamed as text pieces: images first (record headers only), then annotations, so a dataset of any size
-        # never has all its annotations in memory at once.
-        yield '{"info": {"description": "grounded-sam"}, "licenses": [], '
-        yield f'"categories": {json.dumps(coco_categories(self.options.classes))}, "images": ['
-        image_id, first = 0, True
-        for header in self._headers():
-            image_id += 1
-            if header["split"] == split and header["kept"]:
-                image = {"id": image_id, "file_name": header["name"], "width": header["width"], "height": header["height"]}
-                yield ("" if first else ", ") + json.dumps(image, ensure_ascii=False)
-                first = False
-        yield '], "annotations": ['
-        image_id, annotation_id, first = 0, 0, True
-        for header, entries in self._records_with_entries():
-            image_id += 1
-            for entry in entries:
-                annotation_id += 1
-                if header["split"] == split:
-                    annotation = coco_annotation(
-                        entry, annotation_id, image_id, self.options.coco_segmentation, self.options.record_confidence
-                    )
-                    yield ("" if first else ", ") + json.dumps(annotation)
-                    first = False
-        yield "]}\n"
-
     def record_files(self) -> list[Path]:
         """Every finished image's record, sorted by output name (the order image and annotation ids follow)."""
-        return sorted(self._records.glob("[!.]*.json"))
+        return sorted(self._records.glob("*.json"))
 
     def _headers(self) -> Iterator[dict]:
         for path in self.record_files():
@@ -227,11 +210,58 @@ class DatasetWriter:
         try:
             return function(*args, **kwargs)
         except OSError as error:
-            where = error.filename or (args[0] if args else self.root)
+            where = error.filename or (args[0] if args and isinstance(args[0], Path) else self.root)
             raise OutputWriteError(
                 error.errno, f"Cannot write the dataset at {where}: {error.strerror or error}. Everything finished "
                 "before is kept; fix the cause (free space, permissions) and rerun the same command to continue",
             ) from error
+
+
+class _CocoAssembler:
+    """Builds ``instances_{split}.json`` for every split in one pass over the records: image and annotation entries
+    go to temporary files as they come, and are joined into each COCO file at the end, so memory stays flat."""
+
+    def __init__(self, folder: Path, options: DatasetOptions):
+        self.folder, self.options, self.annotation_id = folder, options, 0
+        folder.mkdir(parents=True, exist_ok=True)
+        self.parts = {split: (tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder),
+                              tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder)) for split in options.splits}
+
+    def add(self, image_id: int, header: dict, entries: list[dict]) -> None:
+        # ids count every record, kept or not and in every split, so an image's ids never depend on the options
+        images, annotations = self.parts[header["split"]]
+        if header["kept"]:
+            image = {"id": image_id, "file_name": header["name"], "width": header["width"], "height": header["height"]}
+            images.write(("," if images.tell() else "") + json.dumps(image, ensure_ascii=False))
+        for entry in entries:
+            self.annotation_id += 1
+            annotation = coco_annotation(entry, self.annotation_id, image_id, self.options.coco_segmentation,
+                                         self.options.record_confidence)
+            annotations.write(("," if annotations.tell() else "") + json.dumps(annotation))
+
+    def write(self) -> None:
+        head = {"info": {"description": "grounded-sam"}, "licenses": [],
+                "categories": coco_categories(self.options.classes)}
+        for split, (images, annotations) in self.parts.items():
+            path = self.folder / f"instances_{split}.json"
+            temporary = _temporary(path)
+            with open(temporary, "w", encoding="utf-8") as file:
+                file.write(json.dumps(head)[:-1] + ', "images": [')
+                _copy_from_start(images, file)
+                file.write('], "annotations": [')
+                _copy_from_start(annotations, file)
+                file.write("]}\n")
+            os.replace(temporary, path)
+
+    def close(self) -> None:
+        for images, annotations in self.parts.values():
+            images.close()
+            annotations.close()
+
+
+def _copy_from_start(source, destination) -> None:
+    source.seek(0)
+    shutil.copyfileobj(source, destination)
 
 
 def read_header(path: Path) -> dict:

@@ -101,7 +101,8 @@ def output_names(
 
 
 def _flat_name(source: PurePosixPath) -> str:
-    return "__".join(source.parts)
+    name = "__".join(source.parts)
+    return "_" + name[1:] if name.startswith(".") else name  # image globs (ultralytics') skip hidden files
 
 
 def _stem_key(name: str) -> str:

@@ -33,7 +33,7 @@ class LabeledDataset(sv.DetectionDataset):
             raise FileNotFoundError(f"{root} is not a dataset written by grounded-sam (no {settings_path})")
         classes = json.loads(settings_path.read_text(encoding="utf-8"))["dataset"]["classes"]
         records, self.splits = {}, {}
-        for record in sorted((root / STATE_DIR / "records").glob("[!.]*.json")):
+        for record in sorted((root / STATE_DIR / "records").glob("*.json")):
             header = read_header(record)
             if header["kept"]:
                 image_path = str(root / header["split"] / "images" / header["name"])

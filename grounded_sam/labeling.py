@@ -70,8 +70,8 @@ class LabelReport:
 def label_folder(
     model,
     input_folder: str | os.PathLike,
-    output_folder: str | os.PathLike | None = None,
     extension: str | Iterable[str] | None = None,
+    output_folder: str | os.PathLike | None = None,
     *,
     recursive: bool = False,
     split: Sequence[float] = (0.8, 0.2),

@@ -144,7 +144,7 @@ class GroundedSAM2:
             the dataset written, every split together, as a ``supervision.DetectionDataset`` that reads masks from
             disk when accessed; its ``report`` attribute holds the run's ``LabelReport``.
         """
-        report = label_folder(self, input_folder, output_folder, extension, **options)
+        report = label_folder(self, input_folder, extension, output_folder, **options)
         return LabeledDataset(report.output_folder, report=report)
 
     def _filter(self, detections: sv.Detections) -> sv.Detections:

@@ -69,6 +69,8 @@ def test_output_names_flatten_and_stay_distinct():
     stems = Counter(name.rsplit(".", 1)[0].casefold() for name in names.values())
     assert max(stems.values()) == 1
     assert all("/" not in name for name in names.values())
+    hidden = output_names([P(".hidden.jpg"), P("_hidden.jpg")])  # image globs skip hidden files: never write one
+    assert all(not name.startswith(".") for name in hidden.values()) and len(set(hidden.values())) == 2
 
 
 def test_output_names_are_stable_when_resuming_and_when_images_are_added():

@@ -18,7 +18,7 @@ from grounded_sam import LabeledDataset, OutputFolderError, OutputWriteError, la
 def _label(model, source, output, **options):
     options.setdefault("verbose", False)
     options.setdefault("progress", False)
-    return label_folder(model, source, output, **options)
+    return label_folder(model, source, output_folder=output, **options)
 
 
 def dataset_files(folder: Path) -> dict[str, bytes]:
@@ -257,3 +257,18 @@ def test_disk_failure_stops_with_a_clear_error_keeps_work_and_a_rerun_completes(
     assert report.already_done == 5 and sum(model.batches) == 7
     _label(CannedModel(), photos, tmp_path / "fresh")
     assert _without_path(dataset_files(tmp_path / "out")) == _without_path(dataset_files(tmp_path / "fresh"))
+
+
+def test_disk_failure_while_assembling_coco_is_a_write_error_and_a_rerun_completes(photos, tmp_path, monkeypatch):
+    def full_disk(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dataset_writer._CocoAssembler, "write", full_disk)
+    with pytest.raises(OutputWriteError, match="No space left"):
+        _label(CannedModel(), photos, tmp_path / "out")
+    monkeypatch.undo()
+    model = CannedModel()
+    report = _label(model, photos, tmp_path / "out")
+    assert report.already_done == 12 and model.batches == []
+    assert (tmp_path / "out" / "annotations" / "instances_train.json").is_file()
+    assert not [path for path in (tmp_path / "out").rglob("*.tmp")]
