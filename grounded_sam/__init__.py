@@ -3,6 +3,7 @@
 from .dataset_writer import OutputFolderError, OutputWriteError
 from .detector import Florence2Detector
 from .images import InvalidImageError, load_image
+from .interactive import ImageState, Segmenter
 from .labeled_dataset import LabeledDataset
 from .labeling import LabelReport, label_folder
 from .models import PRESETS, ModelNotAvailableError
@@ -16,6 +17,7 @@ __all__ = [
     "CaptionOntology",
     "Florence2Detector",
     "GroundedSAM2",
+    "ImageState",
     "InvalidImageError",
     "LabelReport",
     "LabeledDataset",
@@ -24,6 +26,7 @@ __all__ = [
     "OutputWriteError",
     "PRESETS",
     "Sam2Segmenter",
+    "Segmenter",
     "label_folder",
     "load_image",
     "__version__",

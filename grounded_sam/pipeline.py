@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import supervision as sv
@@ -13,6 +14,7 @@ import torch
 from .detector import PHRASE_GROUNDING, Florence2Detector, check_generation_options
 from .device import resolve_autocast_dtype, resolve_device
 from .images import ImageInput, load_image
+from .interactive import Segmenter
 from .labeled_dataset import LabeledDataset
 from .labeling import label_folder
 from .models import load_florence2, load_sam2, resolve_preset
@@ -123,6 +125,38 @@ class GroundedSAM2:
         """Runs one batch of already-loaded (H, W, 3) uint8 RGB arrays through detection, filtering and segmentation."""
         boxes = [self._filter(found) for found in self.detector.detect(images)]
         return self.segmenter.segment(images, boxes)
+
+    def refine(
+        self, image: ImageInput, detections: sv.Detections, points: Mapping[int, Sequence], labels: Mapping[int, Sequence]
+    ) -> sv.Detections:
+        """Fixes wrong masks with clicks: each chosen detection's box plus its clicks goes through SAM 2 again.
+
+        Args:
+            image: the image the detections belong to.
+            detections: a result of ``predict`` for that image.
+            points: detection index -> its clicks, x, y pixels (e.g. ``{2: [[120, 80]]}``).
+            labels: detection index -> one label per click, 1 "part of the object", 0 "not part of it".
+
+        Returns:
+            a copy of ``detections`` where the chosen rows have the new mask and data["mask_score"]; boxes, classes
+            and confidences are kept. All chosen rows are decoded in one mask-decoder call.
+        """
+        if set(points) != set(labels):
+            raise ValueError(f"points and labels must name the same detections, got {sorted(points)} and {sorted(labels)}")
+        chosen = sorted(points)
+        if any(not 0 <= index < len(detections) for index in chosen):
+            raise ValueError(f"detection indices must be in [0, {len(detections)}), got {chosen}")
+        refined = copy.deepcopy(detections)
+        if not chosen:
+            return refined
+        segmenter = Segmenter.from_model(self.segmenter.model, self.segmenter.processor, self.segmenter.autocast_dtype)
+        result = segmenter.predict(
+            segmenter.set_image(image), boxes=detections.xyxy[chosen],
+            points=[points[index] for index in chosen], labels=[labels[index] for index in chosen],
+        )
+        refined.mask[chosen] = result.mask
+        refined.data["mask_score"][chosen] = result.data["mask_score"]
+        return refined
 
     def label(
         self,
