@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
+MAX_NAME_BYTES = 200
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -31,6 +32,7 @@ def find_images(
     extension: str | Iterable[str] | None = None,
     recursive: bool = False,
     exclude: Sequence[str | os.PathLike] = (),
+    errors: list[dict] | None = None,
 ) -> list[PurePosixPath]:
     """Lists the image files of ``folder`` by extension (case-insensitive), as sorted paths relative to it.
 
@@ -40,6 +42,7 @@ def find_images(
         recursive: walk sub-folders too. Symlinked folders are followed, each real folder once, so a symlink loop
             cannot hang the walk.
         exclude: folders to leave out (the output folder, when it sits inside the input).
+        errors: if given, folders that could not be read are appended as ``{"path", "reason"}``.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist or is not a folder.
@@ -51,7 +54,12 @@ def find_images(
     excluded = {_identity(Path(path)) for path in exclude if Path(path).is_dir()}
     seen = {_identity(root)}
     found = []
-    for current, dirnames, filenames in os.walk(root, followlinks=True):
+    def unreadable(error: OSError) -> None:
+        if errors is not None:
+            where = Path(error.filename).relative_to(root).as_posix() if error.filename else str(root)
+            errors.append({"path": where, "reason": f"folder could not be read: {error.strerror or error}"})
+
+    for current, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
         kept = []
         for dirname in sorted(dirnames) if recursive else []:
             identity = _identity(Path(current, dirname))
@@ -81,7 +89,7 @@ def output_names(
     disks) and names that could be read two ways (a part that itself holds ``__``) get ``-`` and 8 hex digits of a
     hash of the relative path. ``taken`` holds the names an earlier run already gave; they are kept.
     """
-    candidates = {source: _flat_name(source) for source in sources}
+    candidates = {source: _short_enough(_flat_name(source), source) for source in sources}
     groups: dict[str, list[PurePosixPath]] = defaultdict(list)
     for source, name in candidates.items():
         groups[_stem_key(name)].append(source)
@@ -114,8 +122,28 @@ def _hashed(name: str, source: PurePosixPath) -> str:
     return f"{path.stem}-{_digest(str(source))[:8]}{path.suffix}"
 
 
+def _short_enough(name: str, source: PurePosixPath) -> str:
+    """Names over MAX_NAME_BYTES (file systems allow 255, and temporary and record names add to it) keep the start of
+    their stem and a hash of the path."""
+    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        return name
+    path = PurePosixPath(name)
+    stem = path.stem.encode("utf-8")[: MAX_NAME_BYTES - 9 - len(path.suffix.encode("utf-8"))]
+    return f"{stem.decode('utf-8', 'ignore')}-{_digest(str(source))[:8]}{path.suffix}"
+
+
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def is_utf8_name(source: PurePosixPath) -> bool:
+    """False for file names that are not valid UTF-8 (kept by Python as surrogate escapes), which cannot be written
+    into a UTF-8 dataset (JSON, YAML) as they are."""
+    try:
+        str(source).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_split_ratios(ratios: Sequence[float]) -> tuple[float, ...]:

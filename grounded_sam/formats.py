@@ -27,7 +27,8 @@ def mask_to_rle(mask: np.ndarray) -> dict:
 def rle_to_mask(rle: dict) -> np.ndarray:
     """COCO compressed RLE -> (H, W) bool mask."""
     height, width = rle["size"]
-    return sv.rle_to_mask(rle["counts"], (width, height))  # pycocotools' decode warns under numpy 2
+    # supervision rather than pycocotools' decode, which warns under numpy 2; C order for OpenCV users downstream
+    return np.ascontiguousarray(sv.rle_to_mask(rle["counts"], (width, height)))
 
 
 def yolo_lines(
@@ -116,6 +117,10 @@ def detections_to_record(
             entry["area"] = int(mask.sum())
             if coco_segmentation == "polygon":
                 entry["polygons"] = coco_polygons(mask, approximation)
+                if entry["polygons"]:  # COCO's area of a polygon annotation is the polygons' (holes filled)
+                    height, width = mask.shape
+                    polygon_rle = mask_utils.merge(mask_utils.frPyObjects(entry["polygons"], height, width))
+                    entry["polygon_area"] = int(mask_utils.area(polygon_rle))
         entries.append(entry)
     return entries
 
@@ -159,8 +164,10 @@ def coco_annotation(entry: dict, annotation_id: int, image_id: int, segmentation
         "iscrowd": 0,
         "segmentation": [],
     }
-    if "rle" in entry:
-        annotation["segmentation"] = entry["polygons"] if segmentation == "polygon" else entry["rle"]
+    if segmentation == "polygon" and entry.get("polygons"):
+        annotation["segmentation"], annotation["area"] = entry["polygons"], entry["polygon_area"]
+    elif "rle" in entry:  # also a mask too thin for a polygon (a dot, a one-pixel line): RLE keeps it readable
+        annotation["segmentation"] = entry["rle"]
     if score and entry.get("confidence") is not None:
         annotation["score"] = entry["confidence"]
     return annotation

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import supervision as sv
 
-from .dataset_writer import STATE_DIR, read_header, read_record
+from .dataset_files import read_header, read_record
+from .dataset_writer import STATE_DIR
 from .formats import record_to_detections
 
 

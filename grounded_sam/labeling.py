@@ -7,7 +7,6 @@ read, or that the model fails on alone, is skipped and reported; the run goes on
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,14 @@ import supervision as sv
 from tqdm.auto import tqdm
 
 from .dataset_writer import DatasetOptions, DatasetWriter
-from .folders import assign_split, check_split_ratios, find_images, normalize_extensions, output_names
+from .folders import (
+    assign_split,
+    check_split_ratios,
+    find_images,
+    is_utf8_name,
+    normalize_extensions,
+    output_names,
+)
 from .images import InvalidImageError, load_image
 
 MAX_CONSECUTIVE_MODEL_FAILURES = 8  # more in a row than this is a broken setup, not a few bad images
@@ -76,7 +82,7 @@ def label_folder(
     recursive: bool = False,
     split: Sequence[float] = (0.8, 0.2),
     seed: int = 0,
-    formats: Sequence[str] = ("yolo", "coco"),
+    formats: Sequence[str] | str = ("yolo", "coco"),
     yolo_boxes_only: bool = False,
     coco_segmentation: str = "rle",
     polygon_approximation: float = 0.0,
@@ -104,26 +110,49 @@ def label_folder(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     input_root = Path(input_folder)
-    output_root = Path(output_folder) if output_folder is not None else Path(f"{os.fspath(input_root)}_labeled")
+    output_root = Path(output_folder) if output_folder is not None else _default_output(input_root)
+    formats = formats.replace(" ", "").split(",") if isinstance(formats, str) else formats
     options = DatasetOptions(
         classes=tuple(model.ontology.classes()), split=check_split_ratios(split), seed=int(seed),
         formats=tuple(formats), yolo_boxes_only=yolo_boxes_only, coco_segmentation=coco_segmentation,
         polygon_approximation=polygon_approximation, keep_empty=keep_empty, record_confidence=record_confidence,
     )
-    sources = find_images(input_root, extension, recursive, exclude=[output_root])
-    if not sources:
+    skipped: list[dict] = []
+    found = find_images(input_root, extension, recursive, exclude=[output_root], errors=skipped)
+    if not found:
         raise FileNotFoundError(
             f"No images found in {input_root} (extensions {', '.join(normalize_extensions(extension))}"
             f"{'' if recursive else ', top level only: recursive=True walks sub-folders'})"
         )
-    settings = {"ontology": model.ontology.to_dict(), "model": model.settings(), "dataset": asdict(options)}
+    sources = [source for source in found if is_utf8_name(source)]
+    skipped += [{"path": str(source).encode("utf-8", "backslashreplace").decode("utf-8"),
+                 "reason": "the file name is not valid UTF-8; rename the file"} for source in found if source not in sources]
+    settings = {"input_folder": str(input_root.resolve()), "ontology": model.ontology.to_dict(),
+                "model": model.settings(), "dataset": asdict(options)}
     writer = DatasetWriter(output_root, options, settings, overwrite=overwrite, link=link)
-    done = writer.completed()
-    names = output_names(sources, done)
-    todo = [source for source in sources if source not in done]
-    report = LabelReport(str(input_root), str(writer.root), len(sources), already_done=len(sources) - len(todo))
+    try:
+        report = _label_sources(model, input_root, sources, writer, skipped, batch_size, progress)
+        report.images_found = len(found)
+        _fill_totals(report, writer.finish(), options, time.perf_counter() - started)
+        writer.write_report(report.to_dict())
+    finally:
+        writer.close()
+    if verbose:
+        print(report.summary())
+    return report
 
+
+def _default_output(input_root: Path) -> Path:
+    resolved = input_root.resolve()  # "photos/" and "." name a folder too: take its real name
+    return resolved.with_name(f"{resolved.name}_labeled")
+
+
+def _label_sources(model, input_root, sources, writer, skipped, batch_size, progress) -> LabelReport:
+    names = output_names(sources, writer.done)
+    todo = [source for source in sources if source not in writer.done]
+    report = LabelReport(str(input_root), str(writer.root), already_done=len(sources) - len(todo), skipped=skipped)
     predictor = _IsolatingPredictor(model, report.skipped)
+    options = writer.options
     with tqdm(total=len(sources), initial=report.already_done, unit="img", disable=None if progress else True,
               desc="Labeling") as bar:
         for batch in _chunks(todo, batch_size):
@@ -133,11 +162,6 @@ def label_folder(
                 writer.write(source, input_root / source, names[source], split_name, image.shape, detections)
                 report.labeled_this_run += 1
             bar.update(len(batch))
-
-    _fill_totals(report, writer.finish(), options, time.perf_counter() - started)
-    writer.write_report(report.to_dict())
-    if verbose:
-        print(report.summary())
     return report
 
 

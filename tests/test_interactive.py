@@ -6,7 +6,7 @@ import supervision as sv
 import torch
 from skimage import data as skdata
 
-from grounded_sam import GroundedSAM2, ImageState, Segmenter
+from grounded_sam import ImageState, Segmenter
 from grounded_sam.everything import remove_small_regions
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 import supervision as sv
 from PIL import Image
 from skimage import data as skdata
-from test_labeling import dataset_files
+from test_labeling import snapshot
 
 from grounded_sam import LabeledDataset, load_image
 
@@ -76,6 +76,6 @@ def test_a_run_killed_partway_resumes_to_the_same_dataset(florence_dir, sam_dir,
     report = model.label(photos, output_folder=output, batch_size=1, progress=False, verbose=False).report
     assert report.already_done == done and report.labeled_this_run == 8 - done
     model.label(photos, output_folder=tmp_path / "uninterrupted", batch_size=1, progress=False, verbose=False)
-    resumed, clean = dataset_files(output), dataset_files(tmp_path / "uninterrupted")
+    resumed, clean = snapshot(output), snapshot(tmp_path / "uninterrupted")
     resumed.pop("data.yaml"), clean.pop("data.yaml")  # they differ only in their absolute "path"
     assert resumed == clean

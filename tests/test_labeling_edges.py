@@ -1,0 +1,182 @@
+"""Labeling edge cases found in review: names, interrupted runs, locks, ids, links and thin masks."""
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import supervision as sv
+from canned import CannedModel, make_good_images, scene
+from PIL import Image
+from pycocotools.coco import COCO
+from test_labeling import _label, _without_path, snapshot
+
+import grounded_sam.dataset_writer as dataset_writer
+from grounded_sam import LabeledDataset, OutputFolderError, OutputWriteError
+from grounded_sam.dataset_writer import DatasetOptions, DatasetWriter
+
+
+@pytest.fixture
+def photos(tmp_path):
+    make_good_images(tmp_path / "photos", 6)
+    return tmp_path / "photos"
+
+
+def _records(folder: Path) -> list[Path]:
+    return sorted((folder / ".grounded-sam" / "records").glob("*.json"))
+
+
+def test_very_long_and_non_utf8_names(tmp_path):
+    source = tmp_path / "photos"
+    deep = source / ("ü" * 60) / ("長い" * 20)
+    deep.mkdir(parents=True)
+    Image.fromarray(scene()).save(source / ("x" * 245 + ".png"))
+    Image.fromarray(scene(seed=1)).save(deep / ("名前" * 30 + ".png"))
+    Image.fromarray(scene(seed=2)).save(source / "fine.png")
+    with open(os.path.join(os.fsencode(source), b"caf\xe9.png"), "wb") as file:
+        Image.fromarray(scene(seed=3)).save(file, format="PNG")
+    report = _label(CannedModel(), source, tmp_path / "out", recursive=True)
+    assert report.images_labeled == 3 and report.images_found == 4
+    assert [item["reason"] for item in report.skipped] == ["the file name is not valid UTF-8; rename the file"]
+    assert all(len(path.name.encode()) <= 210 for path in (tmp_path / "out" / "train" / "images").iterdir())
+
+
+def test_an_interrupted_overwrite_leaves_nothing_that_looks_done(photos, tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    _label(CannedModel(), photos, output)
+    removed = []
+    real_remove = dataset_writer.remove
+
+    def interrupted(path):
+        removed.append(path)
+        if len(removed) == 2:
+            raise OSError(errno.EIO, "simulated failure", str(path))
+        real_remove(path)
+
+    monkeypatch.setattr(dataset_writer, "remove", interrupted)
+    with pytest.raises(OutputWriteError):
+        _label(CannedModel(), photos, output, split=(0.5, 0.5), overwrite=True)
+    monkeypatch.undo()
+    model = CannedModel()
+    report = _label(model, photos, output)  # the original command: nothing may count as done any more
+    assert report.already_done == 0 and sum(model.batches) == 6
+    _label(CannedModel(), photos, tmp_path / "fresh")
+    assert _without_path(snapshot(output)) == _without_path(snapshot(tmp_path / "fresh"))
+
+
+def test_a_first_run_that_failed_early_can_be_rerun(photos, tmp_path):
+    state = tmp_path / "out" / ".grounded-sam"
+    state.mkdir(parents=True)
+    (state / ".settings.json.123.tmp").write_text("{")  # what a full disk leaves while writing the settings
+    assert _label(CannedModel(), photos, tmp_path / "out").images_labeled == 6
+
+
+def test_disk_errors_name_the_output_file_not_the_input(photos, tmp_path, monkeypatch):
+    def full(source, destination):
+        raise OSError(errno.ENOSPC, "No space left on device", str(source))
+
+    monkeypatch.setattr("shutil.copyfile", full)
+    with pytest.raises(OutputWriteError) as caught:
+        _label(CannedModel(), photos, tmp_path / "out", link=False)
+    assert str(tmp_path / "out") in str(caught.value) and "No space left" in str(caught.value)
+
+
+def test_files_of_an_image_whose_record_was_never_written_are_removed(photos, tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    real_write = dataset_writer.atomic_write_text
+
+    def killed_before_third_record(path, text):
+        if path.name == "img_002.png.json":
+            raise OSError(errno.EIO, "killed", str(path))
+        real_write(path, text)
+
+    monkeypatch.setattr(dataset_writer, "atomic_write_text", killed_before_third_record)
+    with pytest.raises(OutputWriteError):
+        _label(CannedModel(), photos, output, split=(1.0, 0.0))
+    monkeypatch.undo()
+    assert (output / "train" / "images" / "img_002.png").exists()
+    Image.fromarray(scene(seed=9)).save(photos / "img_002.jpg")  # a clash: img_002.png will get another name
+    _label(CannedModel(), photos, output, split=(1.0, 0.0))
+    images = sorted(path.name for path in (output / "train" / "images").iterdir())
+    labels = sorted(path.stem for path in (output / "train" / "labels").iterdir())
+    coco = json.loads((output / "annotations" / "instances_train.json").read_text())
+    assert len(images) == len(labels) == len(coco["images"]) == len(_records(output)) == 7
+    assert "img_002.png" not in images and sorted(Path(name).stem for name in images) == labels
+
+
+def test_a_cut_record_is_labeled_again(photos, tmp_path):
+    _label(CannedModel(), photos, tmp_path / "out")
+    _records(tmp_path / "out")[0].write_bytes(b"")  # a power cut before the data reached the disk
+    model = CannedModel()
+    report = _label(model, photos, tmp_path / "out")
+    assert report.already_done == 5 and sum(model.batches) == 1 and report.images_labeled == 6
+    assert len(LabeledDataset(tmp_path / "out")) == 6
+
+
+def test_another_input_folder_is_not_taken_for_a_resume(photos, tmp_path):
+    _label(CannedModel(), photos, tmp_path / "out")
+    make_good_images(tmp_path / "other", 6)
+    with pytest.raises(OutputFolderError, match="input_folder"):
+        _label(CannedModel(), tmp_path / "other", tmp_path / "out")
+
+
+def test_two_runs_cannot_write_one_folder_at_once(photos, tmp_path):
+    options = DatasetOptions(classes=("a",))
+    first = DatasetWriter(tmp_path / "out", options, {"x": 1})
+    with pytest.raises(OutputFolderError, match="Another run"):
+        DatasetWriter(tmp_path / "out", options, {"x": 1})
+    first.close()
+    DatasetWriter(tmp_path / "out", options, {"x": 1}).close()
+
+
+def test_ids_of_labeled_images_never_change_when_images_are_added(photos, tmp_path):
+    _label(CannedModel(), photos, tmp_path / "out", split=(1.0, 0.0))
+    before = COCO(str(tmp_path / "out" / "annotations" / "instances_train.json"))
+    Image.fromarray(scene(seed=20)).save(photos / "aaa_first.png")  # sorts before every other image
+    _label(CannedModel(), photos, tmp_path / "out", split=(1.0, 0.0))
+    after = COCO(str(tmp_path / "out" / "annotations" / "instances_train.json"))
+    for image_id, image in before.imgs.items():
+        assert after.imgs[image_id]["file_name"] == image["file_name"]
+        assert [a["id"] for a in after.imgToAnns[image_id]] == [a["id"] for a in before.imgToAnns[image_id]]
+    assert len(after.imgs) == 7 and len({a["id"] for a in after.anns.values()}) == len(after.anns)
+
+
+def test_images_are_hard_linked_or_copied(photos, tmp_path):
+    _label(CannedModel(), photos, tmp_path / "linked", split=(1.0, 0.0))
+    _label(CannedModel(), photos, tmp_path / "copied", split=(1.0, 0.0), link=False)
+    for source in photos.iterdir():
+        linked, copied = (tmp_path / name / "train" / "images" / source.name for name in ("linked", "copied"))
+        assert os.path.samefile(source, linked) and not os.path.samefile(source, copied)
+        assert copied.read_bytes() == source.read_bytes()
+
+
+def test_the_returned_dataset_converts_with_supervision(photos, tmp_path):
+    _label(CannedModel(), photos, tmp_path / "out")
+    dataset = LabeledDataset(tmp_path / "out")
+    dataset.as_coco(images_directory_path=str(tmp_path / "again" / "images"),
+                    annotations_path=str(tmp_path / "again" / "coco.json"))
+    again = sv.DetectionDataset.from_coco(str(tmp_path / "again" / "images"), str(tmp_path / "again" / "coco.json"))
+    assert len(again) == 6 and again.classes == dataset.classes
+
+
+def test_thin_masks_stay_readable_in_polygon_coco(tmp_path):
+    folder = tmp_path / "dots"
+    folder.mkdir()
+    image = np.full((40, 50, 3), 128, np.uint8)
+    image[10, 10] = 255  # a one-pixel 'bright' mask
+    image[20, 5:45] = 0  # a one-pixel-high 'dark' line
+    Image.fromarray(image).save(folder / "dot.png")
+    _label(CannedModel(), folder, tmp_path / "out", coco_segmentation="polygon", split=(1.0, 0.0))
+    coco = COCO(str(tmp_path / "out" / "annotations" / "instances_train.json"))
+    masks = [coco.annToMask(annotation).astype(bool) for annotation in coco.anns.values()]
+    assert sorted(int(mask.sum()) for mask in masks) == [1, 40]
+
+
+def test_formats_as_text_and_a_dot_input_folder(photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(photos)
+    report = _label(CannedModel(), ".", None, formats="yolo")
+    assert report.output_folder == str(tmp_path / "photos_labeled")
+    assert (tmp_path / "photos_labeled" / "data.yaml").exists()
+    assert not (tmp_path / "photos_labeled" / "annotations").exists()
