@@ -13,6 +13,7 @@ from .device import autocast, resolve_autocast_dtype, resolve_device
 from .images import ImageInput, load_image
 from .models import load_sam2, resolve_preset
 from .prompts import PromptBatch, build_prompts
+from .segmenter import sam_pixels
 
 _MASK_CHUNK = 16  # masks upsampled to the original image size at once
 
@@ -34,18 +35,20 @@ class Segmenter:
     """SAM 2 with every prompt kind, returning ``supervision.Detections``.
 
     Args:
-        sam: SAM 2 hub id or local directory; None takes the preset's.
+        sam: SAM 2 hub id, local directory or Meta checkpoint file (``.pt``); None takes the preset's.
         preset: preset whose SAM 2 to use when ``sam`` is None (see ``grounded_sam.PRESETS``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         dtype: ``"auto"`` (bf16 autocast on CUDA), ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        sam_size: size of a Meta checkpoint file; inferred from the file when None.
 
     ``Segmenter.from_model(model, processor)`` wraps an already built ``Sam2Model`` (for example the one a
     ``GroundedSAM2`` holds) without loading anything.
     """
 
-    def __init__(self, sam: str | os.PathLike | None = None, preset: str = "default", device="auto", dtype="auto"):
+    def __init__(self, sam: str | os.PathLike | None = None, preset: str = "default", device="auto", dtype="auto",
+                 sam_size: str | None = None):
         resolved = resolve_device(device)
-        model, processor = load_sam2(sam or resolve_preset(preset).sam, resolved)
+        model, processor = load_sam2(sam or resolve_preset(preset).sam, resolved, size=sam_size)
         self._setup(model, processor, resolve_autocast_dtype(dtype, resolved))
 
     @classmethod
@@ -66,7 +69,7 @@ class Segmenter:
     def set_images(self, images: list[ImageInput]) -> list[ImageState]:
         """Encodes several images with one image-encoder pass; one :class:`ImageState` per image."""
         arrays = [load_image(image) for image in images]
-        inputs = self.processor(images=arrays, return_tensors="pt")
+        inputs = self.processor(images=sam_pixels(arrays), do_rescale=False, return_tensors="pt")
         with autocast(self.device, self.autocast_dtype):
             embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device, self.model.dtype))
         return [
@@ -145,7 +148,9 @@ class Segmenter:
             xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if len(masks) else np.zeros((0, 4), np.float32),
             mask=masks,
             confidence=confidence,
-            data={**data, "mask_score": confidence, "low_res_logits": low_res.cpu().numpy().astype(np.float32)},
+            # clamped as Meta's predictor returns them, so they feed back as mask_input the same way
+            data={**data, "mask_score": confidence,
+                  "low_res_logits": low_res.clamp(-32.0, 32.0).cpu().numpy().astype(np.float32)},
         )
 
     def segment_everything(self, image: ImageInput, **options) -> sv.Detections:

@@ -1,7 +1,8 @@
 """Where models are built: presets, hub ids or local directories -> loaded transformers models and processors.
 
-Loading goes through ``from_pretrained`` only, so the Hugging Face cache, ``HF_HOME`` and ``HF_HUB_OFFLINE`` work as
-everywhere else in transformers. No repository code is ever run (``trust_remote_code`` is never set).
+Loading goes through ``from_pretrained``, so the Hugging Face cache, ``HF_HOME`` and ``HF_HUB_OFFLINE`` work as
+everywhere else in transformers; Meta's SAM 2 checkpoint files are read with ``torch.load(..., weights_only=True)``
+(see ``checkpoints``). No repository code is ever run (``trust_remote_code`` is never set).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .checkpoints import CHECKPOINT_SUFFIXES, default_sam2_processor, is_checkpoint_file, load_sam2_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +58,17 @@ def load_florence2(source: str | os.PathLike, device: torch.device):
     return model.to(device).eval(), processor
 
 
-def load_sam2(source: str | os.PathLike, device: torch.device):
-    """Loads ``Sam2Model`` and ``Sam2Processor`` from a hub id or local directory, in eval mode."""
+def load_sam2(source: str | os.PathLike, device: torch.device, size: str | None = None):
+    """Loads ``Sam2Model`` and ``Sam2Processor`` in eval mode from a hub id, a local transformers directory, or an
+    official Meta checkpoint file (``sam2.1_hiera_*.pt``; ``size`` inferred from it unless given)."""
     from transformers import Sam2Model, Sam2Processor
 
+    if is_checkpoint_file(source):
+        return load_sam2_checkpoint(source, size).to(device), default_sam2_processor()
+    if str(source).endswith(CHECKPOINT_SUFFIXES):
+        raise ModelNotAvailableError(
+            f"SAM 2 checkpoint file not found: {source}. checkpoints/download_ckpts.sh downloads Meta's files"
+        )
     model = _from_pretrained(Sam2Model, source, "SAM 2", "sam", dtype=torch.float32)
     processor = _from_pretrained(Sam2Processor, source, "SAM 2 processor", "sam")
     return model.to(device).eval(), processor

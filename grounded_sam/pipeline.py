@@ -28,7 +28,8 @@ class GroundedSAM2:
     Args:
         ontology: prompts to look for and the class each one labels.
         florence: Florence-2 hub id or local directory; None takes the preset's.
-        sam: SAM 2 hub id or local directory; None takes the preset's.
+        sam: SAM 2 hub id, local directory, or Meta checkpoint file (``sam2.1_hiera_tiny.pt``...); None takes the
+            preset's.
         preset: ``"default"`` (Florence-2-large + SAM 2.1 base-plus), ``"fast"`` (base + tiny) or ``"accurate"``
             (large + large).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -40,6 +41,7 @@ class GroundedSAM2:
         multimask_output: let SAM propose three masks per box and keep the best-scoring one.
         max_new_tokens: Florence-2 generation budget per sequence.
         num_beams: 1 for greedy decoding, more for beam search.
+        sam_size: size of a Meta checkpoint file (tiny, small, base_plus, large); inferred from the file when None.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class GroundedSAM2:
         multimask_output: bool = False,
         max_new_tokens: int = 1024,
         num_beams: int = 1,
+        sam_size: str | None = None,
     ):
         if not isinstance(ontology, CaptionOntology):
             raise ValueError(
@@ -73,7 +76,7 @@ class GroundedSAM2:
         self.device = resolve_device(device)
         autocast_dtype = resolve_autocast_dtype(dtype, self.device)
         florence_model, florence_processor = load_florence2(florence or chosen.florence, self.device)
-        sam_model, sam_processor = load_sam2(sam or chosen.sam, self.device)
+        sam_model, sam_processor = load_sam2(sam or chosen.sam, self.device, size=sam_size)
         self.detector = Florence2Detector(
             florence_model, florence_processor, ontology, task=task, max_new_tokens=max_new_tokens,
             num_beams=num_beams, autocast_dtype=autocast_dtype,

@@ -14,6 +14,15 @@ from .device import autocast
 _MASK_CHUNK = 16  # boxes upsampled to full image size at once
 
 
+def sam_pixels(images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1], for the SAM 2 processor with ``do_rescale=False``.
+
+    Given uint8, transformers resizes to 1024 in uint8 and rescales after; Meta's predictor converts to float first.
+    The rounding in between moves mask logits by ~5e-3 and flips mask pixels, so images go in as floats.
+    """
+    return [torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0) for image in images]
+
+
 class Sam2Segmenter:
     """Adds a mask to every box with a built SAM 2 model.
 
@@ -74,7 +83,7 @@ class Sam2Segmenter:
             np.concatenate([image_boxes, np.repeat(image_boxes[:1], longest - len(image_boxes), axis=0)]).tolist()
             for image_boxes in boxes
         ]
-        inputs = self.processor(images=images, input_boxes=padded, return_tensors="pt")
+        inputs = self.processor(images=sam_pixels(images), input_boxes=padded, do_rescale=False, return_tensors="pt")
         with autocast(self.device, self.autocast_dtype):
             embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device, self.model.dtype))
             output = self.model(

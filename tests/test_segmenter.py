@@ -8,6 +8,7 @@ import supervision as sv
 import torch
 
 from grounded_sam import Sam2Segmenter
+from grounded_sam.segmenter import sam_pixels
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,8 @@ def test_multimask_keeps_the_best_of_three(sam, batch):
     images, boxes = batch
     model, processor = sam
     found = Sam2Segmenter(model, processor, multimask_output=True).segment(images[:1], boxes[:1])[0]
-    inputs = processor(images=images[:1], input_boxes=[boxes[0].xyxy.tolist()], return_tensors="pt")
+    inputs = processor(images=sam_pixels(images[:1]), input_boxes=[boxes[0].xyxy.tolist()], do_rescale=False,
+                       return_tensors="pt")
     output = model(**inputs, multimask_output=True)
     np.testing.assert_allclose(found.data["mask_score"], output.iou_scores[0].max(-1).values.detach(), atol=1e-5)
     assert found.mask.shape == (3, 90, 120)
