@@ -1,0 +1,56 @@
+"""grounded-sam as an autodistill base model: a drop-in for ``autodistill_grounded_sam_2.GroundedSAM2``.
+
+Needs the ``autodistill`` extra (``pip install "grounded-sam[autodistill]"``). Imported only when you import this
+module, so the rest of grounded-sam never loads autodistill.
+
+    from autodistill.detection import CaptionOntology
+    from grounded_sam.autodistill import GroundedSAM2
+
+    base_model = GroundedSAM2(ontology=CaptionOntology({"a dog": "dog", "a person": "person"}))
+    dataset = base_model.label("photos/", extension=".jpg")      # autodistill's own label()
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import supervision as sv
+from autodistill.detection import CaptionOntology as AutodistillCaptionOntology
+from autodistill.detection import DetectionBaseModel
+from autodistill.helpers import load_image as autodistill_load_image
+
+from . import pipeline
+from .ontology import CaptionOntology
+
+
+class GroundedSAM2(DetectionBaseModel):
+    """Florence-2 boxes + SAM 2 masks behind autodistill's ``DetectionBaseModel`` interface.
+
+    Args:
+        ontology: autodistill's ``CaptionOntology`` (prompt -> class).
+        florence, sam, preset, device, dtype, **options: as for ``grounded_sam.GroundedSAM2`` (``sam`` may be a hub
+            id, a local folder or a Meta ``.pt`` file).
+
+    ``predict`` follows autodistill's conventions: a path, a PIL image, or a numpy array in OpenCV's BGR order (what
+    autodistill's ``label`` passes); ``class_id`` indexes ``ontology.classes()``, one entry per prompt as autodistill
+    lists them. ``label`` is autodistill's own; for a resumable, streaming labeler use
+    ``base_model.model.label(...)`` (grounded-sam's).
+    """
+
+    ontology: AutodistillCaptionOntology
+
+    def __init__(self, ontology: AutodistillCaptionOntology, florence: str | os.PathLike | None = None,
+                 sam: str | os.PathLike | None = None, preset: str = "default", device="auto", dtype="auto", **options):
+        self.ontology = ontology
+        prompt_to_class = {prompt: name for prompt, name in ontology.promptMap}
+        self.model = pipeline.GroundedSAM2(CaptionOntology(prompt_to_class), florence=florence, sam=sam, preset=preset,
+                                           device=device, dtype=dtype, **options)
+
+    def predict(self, input) -> sv.Detections:
+        """Segments the ontology's prompts in one image (path, PIL image, or BGR numpy array)."""
+        detections = self.model.predict(autodistill_load_image(input, return_format="PIL"))
+        prompts, classes = self.ontology.prompts(), self.ontology.classes()
+        detections.class_id = np.array([prompts.index(prompt) for prompt in detections.data["prompt"]], dtype=int)
+        detections.data["class_name"] = np.array([classes[index] for index in detections.class_id], dtype=str)
+        return detections
