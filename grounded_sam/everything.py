@@ -15,6 +15,7 @@ import torch
 from torchvision.ops import nms
 
 from .device import autocast
+from .segmenter import masks_per_chunk
 
 
 @torch.inference_mode()
@@ -69,12 +70,13 @@ def segment_everything(
                 )
             low_res, scores = output.pred_masks.float()[0].flatten(0, 1), output.iou_scores.float()[0].flatten()
             keep = scores > pred_iou_thresh  # cheap: before any mask is upsampled
-            for chunk in range(0, int(keep.sum()), 16):
-                chosen = low_res[keep][chunk : chunk + 16]
+            step = masks_per_chunk(*state.original_size)
+            for chunk in range(0, int(keep.sum()), step):
+                chosen = low_res[keep][chunk : chunk + step]
                 upsampled = image_processor.post_process_masks([chosen[None]], [list(state.original_size)],
                                                                binarize=False)[0]
                 rles, kept_scores, boxes = image_processor.filter_masks(
-                    upsampled, scores[keep][chunk : chunk + 16][None], (height, width), crop_boxes[index],
+                    upsampled, scores[keep][chunk : chunk + step][None], (height, width), crop_boxes[index],
                     0.0, stability_score_thresh, mask_threshold, stability_score_offset,
                 )
                 all_rles += rles

@@ -11,7 +11,13 @@ import torch
 
 from .device import autocast
 
-_MASK_CHUNK = 16  # boxes upsampled to full image size at once
+_UPSAMPLE_BUDGET = 64_000_000  # float32 values of masks upsampled at once (256 MB)
+
+
+def masks_per_chunk(height: int, width: int) -> int:
+    """How many masks to upsample to (height, width) at once: 16, fewer on large images so the float32 copies stay
+    near 256 MB (a 12-megapixel photo takes 5 at a time)."""
+    return max(1, min(16, _UPSAMPLE_BUDGET // max(1, height * width)))
 
 
 def sam_pixels(images: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -99,10 +105,11 @@ class Sam2Segmenter:
         for i, count in enumerate(counts):
             original_size = inputs["original_sizes"][i : i + 1]
             # Upsampled float masks are (boxes, H, W) float32 before binarizing: bound that by taking boxes in chunks.
+            step = masks_per_chunk(*images[i].shape[:2])
             chunks = [
-                self.processor.post_process_masks([low_res[i, start : min(start + _MASK_CHUNK, count), None]],
+                self.processor.post_process_masks([low_res[i, start : min(start + step, count), None]],
                                                   original_size)[0][:, 0].cpu()
-                for start in range(0, count, _MASK_CHUNK)
+                for start in range(0, count, step)
             ]
             results.append((torch.cat(chunks).numpy(), iou[i, :count].cpu().numpy().astype(np.float32)))
         return results

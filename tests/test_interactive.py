@@ -196,3 +196,18 @@ def test_segmenter_checks_its_inputs_lazily_on_cpu_only(segmenter):
     assert segmenter.device == torch.device("cpu")
     with pytest.raises(ValueError, match="points_per_side"):
         segmenter.segment_everything(_shapes_image(), points_per_side=0)
+
+
+def test_large_images_are_upsampled_a_few_masks_at_a_time(segmenter, monkeypatch):
+    from grounded_sam.segmenter import masks_per_chunk
+
+    assert masks_per_chunk(100, 100) == 16 and masks_per_chunk(3000, 4000) == 5 and masks_per_chunk(10**5, 10**5) == 1
+    image = np.zeros((3000, 4000, 3), np.uint8)
+    image[500:2500, 1000:3000] = 200
+    processor = segmenter.processor.image_processor
+    sizes = []
+    monkeypatch.setattr(processor, "post_process_masks",
+                        lambda masks, *a, _f=processor.post_process_masks, **k: sizes.append(masks[0].shape[1]) or
+                        _f(masks, *a, **k))
+    found = segmenter.segment_everything(image, points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    assert len(sizes) >= 2 and max(sizes) <= 5 and found.mask.shape[1:] == (3000, 4000)
