@@ -211,3 +211,17 @@ def test_large_images_are_upsampled_a_few_masks_at_a_time(segmenter, monkeypatch
                         _f(masks, *a, **k))
     found = segmenter.segment_everything(image, points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     assert len(sizes) >= 2 and max(sizes) <= 5 and found.mask.shape[1:] == (3000, 4000)
+
+
+def test_the_issue_and_readme_snippet_runs_on_tiny_models(sam_dir):
+    image = np.ascontiguousarray(skdata.chelsea())  # 300 x 451
+    x1, y1, x2, y2, px, py = 100, 50, 300, 250, 200, 150
+    seg = Segmenter(sam=sam_dir, device="auto")
+    state = seg.set_image(image)
+    dets = seg.predict(state, points=[[200, 150]], labels=[1], multimask=True)
+    assert len(dets) == 3
+    previous = seg.predict(state, boxes=[[x1, y1, x2, y2]], points=[[px, py]], labels=[0])
+    dets = seg.predict(state, boxes=[[x1, y1, x2, y2]], mask_input=previous.data["low_res_logits"][0])
+    assert len(dets) == 1 and dets.mask.shape == (1, 300, 451)
+    everything = seg.segment_everything(image, points_per_side=32)
+    assert isinstance(everything, sv.Detections) and everything.mask.shape[1:] == (300, 451)
