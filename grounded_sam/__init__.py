@@ -1,5 +1,6 @@
 """grounded-sam: text-grounded segmentation and auto-labeling with Florence-2 and SAM 2."""
 
+from .annotate import annotate, plot
 from .dataset_writer import OutputFolderError, OutputWriteError
 from .detector import Florence2Detector
 from .images import InvalidImageError, load_image
@@ -29,5 +30,7 @@ __all__ = [
     "Segmenter",
     "label_folder",
     "load_image",
+    "annotate",
+    "plot",
     "__version__",
 ]

@@ -1,12 +1,53 @@
-"""The ``grounded-sam`` command. Only ``--version`` for now; the predict, label and models commands come next."""
+"""The ``grounded-sam`` command: ``predict`` (segment images by text), ``models`` (what is cached, download)."""
 
 from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from . import __version__
 
-app = typer.Typer(help="Text-grounded segmentation and auto-labeling with Florence-2 and SAM 2.", no_args_is_help=True)
+app = typer.Typer(help="Text-grounded segmentation and auto-labeling with Florence-2 and SAM 2.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+models_app = typer.Typer(help="List the model presets, show which are cached, download them for offline use.",
+                         invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+Florence = Annotated[Optional[str], typer.Option(help="Florence-2 hub id or local folder [default: the preset's].")]
+Sam = Annotated[Optional[str], typer.Option(help="SAM 2 hub id, local folder or Meta .pt file [default: the preset's].")]
+Preset = Annotated[str, typer.Option(help="fast, default or accurate (see `grounded-sam models`).")]
+Device = Annotated[str, typer.Option(help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1...")]
+Dtype = Annotated[str, typer.Option(help="auto (bf16 on CUDA), float32, bfloat16, float16.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Images per model batch.")]
+MinConfidence = Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop boxes below this confidence.")]
+Nms = Annotated[float, typer.Option(min=0.0, max=1.0, help="IoU above which overlapping boxes of a class are suppressed; 0 turns NMS off.")]
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: printed as one line, no traceback."""
+
+
+def _user_errors(command):
+    """Turns the errors a user can fix (missing file, bad ontology, unknown preset, model not available offline)
+    into one line on stderr and exit code 2; anything else keeps its traceback."""
+    from .dataset_writer import OutputFolderError
+    from .images import InvalidImageError
+    from .models import ModelNotAvailableError
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (UserError, FileNotFoundError, InvalidImageError, ModelNotAvailableError, OutputFolderError,
+                ValueError) as error:
+            typer.secho(f"Error: {' '.join(str(error).split())}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 def _print_version(value: bool) -> None:
@@ -17,9 +58,109 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Text-grounded segmentation and auto-labeling with Florence-2 and SAM 2."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+@_user_errors
+def predict(
+    source: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for annotated images and JSON results.")],
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="What to find; repeat for more.")] = None,
+    ontology: Annotated[Optional[Path], typer.Option(help="YAML/JSON ontology file {prompt: class}.")] = None,
+    recursive: Annotated[bool, typer.Option(help="Also images in sub-folders.")] = False,
+    florence: Florence = None, sam: Sam = None, preset: Preset = "default", device: Device = "auto",
+    dtype: Dtype = "auto", batch_size: BatchSize = 8, min_confidence: MinConfidence = 0.0, nms: Nms = 0.7,
+) -> None:
+    """Segment images by text: writes NAME.jpg (masks, boxes, "class 0.87") and NAME.json per image.
+
+    Example: grounded-sam predict photos/ -p "a dog" -p "a person" -o results/
+    """
+    from .predict_files import predict_files
+
+    if not source.exists():  # before the models load, which takes a while
+        raise UserError(f"Not found: {source} (give an image file or a folder of images)")
+    model = _model(_ontology(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms)
+    summary = predict_files(model, source, output, recursive=recursive, batch_size=batch_size)
+    _print_summary(summary)
+    if summary["written"] == 0:
+        raise typer.Exit(1)
+
+
+def _ontology(prompts: list[str] | None, path: Path | None):
+    from .ontology import CaptionOntology
+
+    if not prompts and path is None:
+        raise UserError("Say what to look for: --prompt 'a dog' (repeatable) or --ontology FILE")
+    mapping = dict(CaptionOntology.from_file(path).to_dict()) if path is not None else {}
+    mapping.update({text: text for text in prompts or []})
+    return CaptionOntology(mapping)
+
+
+def _model(ontology, florence, sam, preset, device, dtype, min_confidence, nms):
+    from .pipeline import GroundedSAM2
+
+    return GroundedSAM2(ontology, florence=florence, sam=sam, preset=preset, device=device, dtype=dtype,
+                        min_confidence=min_confidence, nms_threshold=nms or None)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['written']} of {summary['found']} images written to {summary['output']}")
+    table.add_column("class")
+    table.add_column("detections", justify="right")
+    for name, count in summary["per_class"].items():
+        table.add_row(name, str(count))
+    console = Console(stderr=True)
+    console.print(table)
+    for item in summary["skipped"]:
+        console.print(f"skipped {item['path']}: {item['reason']}", markup=False)
+
+
+@models_app.callback()
+@_user_errors
+def models(context: typer.Context) -> None:
+    """List presets and hub ids, and which are already in the local Hugging Face cache."""
+    if context.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from .models import PRESETS, is_cached
+
+    table = Table(title="Model presets (cached = in the local Hugging Face cache, usable offline)")
+    for column in ("preset", "Florence-2", "cached", "SAM 2", "cached"):
+        table.add_column(column, overflow="fold")
+    for name, preset in PRESETS.items():
+        table.add_row(name, preset.florence, _mark(is_cached(preset.florence)), preset.sam, _mark(is_cached(preset.sam)))
+    console = Console()
+    console.print(table)
+    console.print("Download a preset for offline use: grounded-sam models download PRESET "
+                  "(then set HF_HUB_OFFLINE=1). Meta's SAM 2 .pt files: checkpoints/download_ckpts.sh")
+
+
+def _mark(cached: bool) -> str:
+    return "yes" if cached else "no"
+
+
+@models_app.command("download")
+@_user_errors
+def download(preset: Annotated[str, typer.Argument(help="fast, default or accurate.")]) -> None:
+    """Download a preset's Florence-2 and SAM 2 into the Hugging Face cache.
+
+    Example: grounded-sam models download fast
+    """
+    from .models import download_preset
+
+    for repo_id, path in download_preset(preset):
+        typer.echo(f"{repo_id} -> {path}")
 
 
 def main() -> None:

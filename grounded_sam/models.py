@@ -86,8 +86,12 @@ def _from_pretrained(cls, source, what: str, argument: str, **options):
         raise ModelNotAvailableError(_not_available_message(source, what, argument, error)) from error
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
 def _not_available_message(source: str, what: str, argument: str, error: Exception) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    offline = _offline()
     where = "is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline else "could not be loaded"
     hint = ""
     if source.startswith("microsoft/Florence-2"):
@@ -97,3 +101,26 @@ def _not_available_message(source: str, what: str, argument: str, error: Excepti
         f"`hf download {source}`, or pass a local directory with "
         f"{argument}=... . Details: {error}"
     )
+
+
+def is_cached(repo_id: str) -> bool:
+    """Whether a hub model is in the local Hugging Face cache (so it loads with HF_HUB_OFFLINE=1). Never downloads."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def download_preset(name: str) -> list[tuple[str, str]]:
+    """Downloads a preset's Florence-2 and SAM 2 into the Hugging Face cache; returns (hub id, local folder) pairs."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    preset = resolve_preset(name)
+    downloaded = []
+    for repo_id in (preset.florence, preset.sam):
+        try:
+            downloaded.append((repo_id, snapshot_download(repo_id)))
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+            offline = " (HF_HUB_OFFLINE is set: unset it to download)" if _offline() else ""
+            raise ModelNotAvailableError(f"Could not download {repo_id}{offline}: {error}") from error
+    return downloaded

@@ -51,7 +51,7 @@ class CaptionOntology:
         try:
             content = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as error:
-            raise ValueError(f"Ontology file {path} is not valid {path.suffix.lstrip('.').upper()}: {error}") from None
+            raise ValueError(f"Ontology file {path} is not valid {path.suffix.lstrip('.').upper()}: {_brief(error)}") from None
         if isinstance(content, list):
             content = {prompt: prompt for prompt in content}
         if not isinstance(content, Mapping):
@@ -115,3 +115,11 @@ def _clean_entry(value: object, what: str, shown: object) -> str:
     if not value.strip():
         raise ValueError(f"Ontology {what} is blank: {shown!r}")
     return value.strip()
+
+
+def _brief(error: Exception) -> str:
+    """One line for a JSON or YAML parse error: what went wrong and where."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        return f"{getattr(error, 'problem', None) or error} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(error).split())

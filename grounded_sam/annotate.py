@@ -1,0 +1,56 @@
+"""Pictures of results, drawn with supervision's annotators: masks, boxes and "class 0.87" labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import supervision as sv
+
+from .images import ImageInput, load_image
+
+
+def detection_labels(detections: sv.Detections) -> list[str]:
+    """ "class 0.87" per detection (the class name when known, else the row number; the confidence when known)."""
+    names = detections.data.get("class_name")
+    labels = []
+    for index in range(len(detections)):
+        name = str(names[index]) if names is not None else f"#{index}"
+        confidence = detections.confidence[index] if detections.confidence is not None else None
+        labels.append(name if confidence is None else f"{name} {confidence:.2f}")
+    return labels
+
+
+def annotate(
+    image: ImageInput, detections: sv.Detections, labels: Sequence[str] | None = None, opacity: float = 0.5
+) -> np.ndarray:
+    """Draws masks, boxes and labels on a copy of ``image``.
+
+    Args:
+        image: a path, PIL image or (H, W, 3) uint8 RGB array.
+        detections: results for that image (masks optional).
+        labels: one text per detection; default "class 0.87".
+        opacity: mask opacity.
+
+    Returns:
+        (H, W, 3) uint8 RGB array. Colours follow the class (or the row when there is no class_id).
+    """
+    canvas = load_image(image).copy()
+    if len(detections) == 0:
+        return canvas
+    lookup = sv.ColorLookup.CLASS if detections.class_id is not None else sv.ColorLookup.INDEX
+    resolution = (canvas.shape[1], canvas.shape[0])
+    thickness = sv.calculate_optimal_line_thickness(resolution)
+    if detections.mask is not None:
+        canvas = sv.MaskAnnotator(color_lookup=lookup, opacity=opacity).annotate(canvas, detections)
+    canvas = sv.BoxAnnotator(color_lookup=lookup, thickness=thickness).annotate(canvas, detections)
+    texts = list(labels) if labels is not None else detection_labels(detections)
+    label = sv.LabelAnnotator(color_lookup=lookup, smart_position=True, text_thickness=max(1, thickness // 2),
+                              text_scale=max(0.35, sv.calculate_optimal_text_scale(resolution)), text_padding=max(2, thickness * 2))
+    return label.annotate(canvas, detections, labels=texts)
+
+
+def plot(image: ImageInput, detections: sv.Detections | None = None, size: tuple[int, int] = (10, 10)) -> None:
+    """Shows ``image`` (annotated with ``detections`` when given) in a notebook or a matplotlib window."""
+    pixels = annotate(image, detections) if detections is not None else load_image(image)
+    sv.plot_image(pixels[:, :, ::-1], size=size)  # supervision plots OpenCV's BGR order

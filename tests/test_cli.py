@@ -1,0 +1,101 @@
+"""The grounded-sam command, through its installed entry point, on tiny local models."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+from typer.testing import CliRunner
+
+from grounded_sam import cli
+from grounded_sam.formats import rle_to_mask
+
+pytestmark = pytest.mark.slow
+SCRIPT = Path(sys.executable).parent / "grounded-sam"
+
+
+def _run(*arguments, env=None):
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([str(SCRIPT), *map(str, arguments)], capture_output=True, text=True, env=environment,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(skdata.astronaut()[::4, ::4]).save(folder / "astronaut.jpg")
+    Image.fromarray(skdata.chelsea()[::2, ::2]).save(folder / "cat.png")
+    (folder / "broken.jpg").write_bytes(b"not a picture")
+    return folder
+
+
+def test_help_lists_the_commands_with_examples():
+    result = CliRunner().invoke(cli.app, ["--help"])
+    assert result.exit_code == 0 and all(name in result.output for name in ("predict", "models"))
+    for command in (["predict", "--help"], ["models", "download", "--help"]):
+        assert "Example: grounded-sam" in CliRunner().invoke(cli.app, command).output
+
+
+def test_predict_writes_pictures_and_json_and_reports_bad_images(photos, florence_dir, sam_dir, tmp_path, model):
+    result = _run("predict", photos, "-p", "a dog", "-p", "a person", "-o", tmp_path / "out",
+                  "--florence", florence_dir, "--sam", sam_dir, "--device", "cpu", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "astronaut.jpg", "astronaut.json", "cat.jpg", "cat.json"]
+    assert "skipped broken.jpg" in result.stderr and "2 of 3 images" in result.stderr
+    content = json.loads((tmp_path / "out" / "cat.json").read_text())
+    assert content["width"] == 226 and content["height"] == 150 and content["detections"]
+    expected = model.predict(photos / "cat.png")  # the fixture's ontology has the same two prompts
+    assert [row["class_name"] for row in content["detections"]] == ["a dog" if name == "dog" else "a person"
+                                                                    for name in expected.data["class_name"]]
+    for row, mask in zip(content["detections"], expected.mask):
+        assert np.array_equal(rle_to_mask(row["mask"]), mask)
+    picture = np.asarray(Image.open(tmp_path / "out" / "cat.jpg"))
+    assert picture.shape == (150, 226, 3)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["predict", "{missing}", "-p", "dog", "-o", "{out}"], "Not found"),
+        (["predict", "{photos}", "-o", "{out}"], "Say what to look for"),
+        (["predict", "{photos}", "--ontology", "{bad_ontology}", "-o", "{out}"], "is not valid YAML"),
+        (["predict", "{photos}", "-p", "dog", "-o", "{out}", "--preset", "huge"], "Unknown preset"),
+        (["predict", "{photos}", "-p", "dog", "-o", "{out}", "--florence", "no-such/model"], "hf download no-such/model"),
+        (["models", "download", "fast"], "HF_HUB_OFFLINE is set"),
+    ],
+)
+def test_user_mistakes_print_one_line_and_exit_non_zero(photos, tmp_path, arguments, message):
+    (tmp_path / "bad.yaml").write_text("{prompt: [unclosed")
+    values = {"missing": tmp_path / "missing", "photos": photos, "out": tmp_path / "out",
+              "bad_ontology": tmp_path / "bad.yaml"}
+    result = _run(*[argument.format(**values) for argument in arguments])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and message in result.stderr
+    assert [line.startswith("Error:") for line in result.stderr.strip().splitlines()] == [True]  # one line
+
+
+def test_internal_errors_keep_their_traceback(photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_model", lambda *args: (_ for _ in ()).throw(RuntimeError("bug")))
+    result = CliRunner().invoke(cli.app, ["predict", str(photos), "-p", "dog", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)
+
+
+def test_models_lists_presets_and_what_is_cached(sam_dir, tmp_path):
+    cache = tmp_path / "hub" / "models--facebook--sam2.1-hiera-tiny"
+    shutil.copytree(sam_dir, cache / "snapshots" / "abc")
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text("abc")
+    result = _run("models", env={"HF_HUB_CACHE": str(tmp_path / "hub"), "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 4}
+    assert set(rows) == {"fast", "default", "accurate"}
+    assert [cell.strip() for cell in rows["fast"].split("│")[2:6]] == [
+        "florence-community/Florence-2-base", "no", "facebook/sam2.1-hiera-tiny", "yes"]
+    assert "grounded-sam models download" in result.stdout
