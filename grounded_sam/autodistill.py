@@ -43,14 +43,18 @@ class GroundedSAM2(DetectionBaseModel):
     def __init__(self, ontology: AutodistillCaptionOntology, florence: str | os.PathLike | None = None,
                  sam: str | os.PathLike | None = None, preset: str = "default", device="auto", dtype="auto", **options):
         self.ontology = ontology
-        prompt_to_class = {prompt: name for prompt, name in ontology.promptMap}
-        self.model = pipeline.GroundedSAM2(CaptionOntology(prompt_to_class), florence=florence, sam=sam, preset=preset,
-                                           device=device, dtype=dtype, **options)
+        ours = CaptionOntology({prompt: name for prompt, name in ontology.promptMap})
+        if len(ours.prompts()) != len(ontology.promptMap):
+            raise ValueError(f"Prompts that differ only in surrounding spaces are one prompt: {ontology.prompts()}")
+        # autodistill's class_id is the prompt's position; ours keeps the order and strips surrounding spaces
+        self._prompt_index = {prompt: index for index, prompt in enumerate(ours.prompts())}
+        self.model = pipeline.GroundedSAM2(ours, florence=florence, sam=sam, preset=preset, device=device, dtype=dtype,
+                                           **options)
 
     def predict(self, input) -> sv.Detections:
         """Segments the ontology's prompts in one image (path, PIL image, or BGR numpy array)."""
         detections = self.model.predict(autodistill_load_image(input, return_format="PIL"))
-        prompts, classes = self.ontology.prompts(), self.ontology.classes()
-        detections.class_id = np.array([prompts.index(prompt) for prompt in detections.data["prompt"]], dtype=int)
+        classes = self.ontology.classes()
+        detections.class_id = np.array([self._prompt_index[prompt] for prompt in detections.data["prompt"]], dtype=int)
         detections.data["class_name"] = np.array([classes[index] for index in detections.class_id], dtype=str)
         return detections

@@ -80,9 +80,11 @@ def infer_size(state_dict: dict[str, torch.Tensor]) -> tuple[str, str]:
     if len(sizes) != 1:
         raise ValueError(f"unknown SAM 2 image encoder: width {width}, {blocks} blocks (known: {', '.join(HIERA)})")
     size, hiera = sizes[0], HIERA[sizes[0]]
-    if (list(state_dict["image_encoder.trunk.pos_embed"].shape[-2:]) != hiera["bkg"]
-            or state_dict["image_encoder.trunk.pos_embed_window"].shape[-1] != hiera["windows"][0]):
-        raise ValueError(f"positional embeddings do not match Hiera-{size}")
+    background = state_dict.get("image_encoder.trunk.pos_embed")
+    window = state_dict.get("image_encoder.trunk.pos_embed_window")
+    if (background is None or window is None or list(background.shape[-2:]) != hiera["bkg"]
+            or window.shape[-1] != hiera["windows"][0]):
+        raise ValueError(f"positional embeddings missing or not those of Hiera-{size}")
     return size, "2.1" if "no_obj_embed_spatial" in state_dict else "2.0"
 
 
@@ -139,6 +141,8 @@ def load_sam2_checkpoint(path: str | os.PathLike, size: str | None = None):
 
     loaded = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
     state_dict = loaded["model"] if isinstance(loaded, dict) and "model" in loaded else loaded
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path} is not a SAM 2 checkpoint: it holds a {type(state_dict).__name__}, not a state dict")
     inferred, version = infer_size(state_dict)
     if size is not None and size != inferred:
         raise ValueError(f"{path} holds SAM {version} Hiera-{inferred}, not {size}")

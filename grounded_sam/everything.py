@@ -43,7 +43,8 @@ def segment_everything(
         pred_iou_thresh, stability_score_thresh: keep masks whose predicted IoU, and whose stability (IoU of the mask
             thresholded at ``mask_threshold`` +- ``stability_score_offset``), exceed these.
         box_nms_thresh: box IoU above which the lower-scoring of two masks is dropped.
-        crop_n_layers: also run on 2x2, 4x4... crops (0: the whole image only).
+        crop_n_layers: also run on 2x2, 4x4... crops (0: the whole image only); each crop is encoded on its own.
+        crop_n_points_downscale_factor: layer n of crops gets ``points_per_side / factor**n`` clicks per side.
         min_mask_region_area: remove holes and specks smaller than this many pixels from each mask (0: keep).
 
     Returns:
@@ -53,20 +54,21 @@ def segment_everything(
     _check_options(points_per_side, points_per_batch, box_nms_thresh, min_mask_region_area)
     height, width = image.shape[:2]
     image_processor = segmenter.processor.image_processor
-    crop_boxes, grid, crops, labels = image_processor.generate_crop_boxes(
-        torch.from_numpy(image).permute(2, 0, 1), image_processor.size["height"], crop_n_layers,
-        crop_overlap_ratio, points_per_side, crop_n_points_downscale_factor,
+    crop_boxes, _, crops, _ = image_processor.generate_crop_boxes(  # crops only: the grid is built below
+        torch.from_numpy(image).permute(2, 0, 1), image_processor.size["height"], crop_n_layers, crop_overlap_ratio, 1
     )
-    states = segmenter.set_images([crop.permute(1, 2, 0).numpy() for crop in crops])
+    layers = [0] + [layer for layer in range(1, crop_n_layers + 1) for _ in range(4**layer)]
     all_rles, all_scores, all_boxes = [], [], []
-    for index, state in enumerate(states):
-        crop_points, crop_labels = grid[:, :, index : index + 1], labels[:, :, index : index + 1]
-        for start in range(0, crop_points.shape[1], points_per_batch):
+    for crop, crop_box, layer in zip(crops, crop_boxes, layers):
+        state = segmenter.set_image(crop.permute(1, 2, 0).numpy())  # one crop at a time: bounded encoder memory
+        grid = _model_input_grid(int(points_per_side / crop_n_points_downscale_factor**layer), image_processor)
+        for start in range(0, len(grid), points_per_batch):
+            points = grid[start : start + points_per_batch]
             with autocast(segmenter.device, segmenter.autocast_dtype):
                 output = segmenter.model(
                     image_embeddings=state.embeddings,
-                    input_points=crop_points[:, start : start + points_per_batch].to(segmenter.device),
-                    input_labels=crop_labels[:, start : start + points_per_batch].to(segmenter.device),
+                    input_points=points[None, :, None].to(segmenter.device),
+                    input_labels=torch.ones(1, len(points), 1, dtype=torch.int64, device=segmenter.device),
                 )
             low_res, scores = output.pred_masks.float()[0].flatten(0, 1), output.iou_scores.float()[0].flatten()
             keep = scores > pred_iou_thresh  # cheap: before any mask is upsampled
@@ -76,7 +78,7 @@ def segment_everything(
                 upsampled = image_processor.post_process_masks([chosen[None]], [list(state.original_size)],
                                                                binarize=False)[0]
                 rles, kept_scores, boxes = image_processor.filter_masks(
-                    upsampled, scores[keep][chunk : chunk + step][None], (height, width), crop_boxes[index],
+                    upsampled, scores[keep][chunk : chunk + step][None], (height, width), crop_box,
                     0.0, stability_score_thresh, mask_threshold, stability_score_offset,
                 )
                 all_rles += rles
@@ -92,6 +94,20 @@ def segment_everything(
         masks, scores = _clean_small_regions(masks, scores, min_mask_region_area, box_nms_thresh)
     order = np.argsort(-scores, kind="stable")
     return _detections(masks[order], scores[order])
+
+
+def _model_input_grid(points_per_side: int, image_processor) -> torch.Tensor:
+    """(n * n, 2) clicks evenly spread over an image, in the model's input coordinates.
+
+    transformers' ``generate_crop_boxes`` scales its grid as if the image kept its aspect ratio when resized, but SAM 2
+    stretches every image to a square: on a 100 x 400 image its clicks all land in the top quarter. A fraction of the
+    image maps to the same fraction of the square input, whatever the shape.
+    """
+    side = max(1, points_per_side)
+    fractions = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    y, x = torch.meshgrid(fractions, fractions, indexing="ij")
+    size = image_processor.size
+    return torch.stack([x.reshape(-1) * size["width"], y.reshape(-1) * size["height"]], dim=1)
 
 
 def _check_options(points_per_side, points_per_batch, box_nms_thresh, min_mask_region_area) -> None:

@@ -65,6 +65,8 @@ def load_sam2(source: str | os.PathLike, device: torch.device, size: str | None 
 
     if is_checkpoint_file(source):
         return load_sam2_checkpoint(source, size).to(device), default_sam2_processor()
+    if size is not None and not str(source).endswith(CHECKPOINT_SUFFIXES):
+        raise ValueError(f"sam_size is for Meta .pt checkpoint files; {source} is a hub id or folder with its own config")
     if str(source).endswith(CHECKPOINT_SUFFIXES):
         raise ModelNotAvailableError(
             f"SAM 2 checkpoint file not found: {source}. checkpoints/download_ckpts.sh downloads Meta's files"

@@ -152,9 +152,15 @@ class GroundedSAM2:
         refined = copy.deepcopy(detections)
         if not chosen:
             return refined
+        height, width = load_image(image).shape[:2]
+        if refined.mask is None:  # box-only detections: the refined rows get masks, the others empty ones
+            refined.mask = np.zeros((len(refined), height, width), dtype=bool)
+        if "mask_score" not in refined.data:
+            refined.data["mask_score"] = np.zeros(len(refined), dtype=np.float32)
+        boxes = np.clip(detections.xyxy[chosen], 0, [width, height, width, height])
         segmenter = Segmenter.from_model(self.segmenter.model, self.segmenter.processor, self.segmenter.autocast_dtype)
         result = segmenter.predict(
-            segmenter.set_image(image), boxes=detections.xyxy[chosen],
+            segmenter.set_image(image), boxes=boxes,
             points=[points[index] for index in chosen], labels=[labels[index] for index in chosen],
         )
         refined.mask[chosen] = result.mask

@@ -79,9 +79,6 @@ def _points(points, labels, image_size):
         )
     for group in groups:
         _check_inside(group, image_size, "point")
-    for group in label_groups:
-        if not np.isin(group, (0, 1)).all():
-            raise ValueError(f"labels must be 1 (foreground) or 0 (background), got {sorted(set(group.tolist()))}")
     longest = max(len(group) for group in groups)
     padded_points = np.full((len(groups), longest, 2), POINT_PAD_LABEL, dtype=np.float32)
     padded_labels = np.full((len(groups), longest), POINT_PAD_LABEL, dtype=np.int64)
@@ -112,7 +109,14 @@ def _as_label_groups(labels) -> list[np.ndarray]:
         groups = [array] if array.ndim == 1 else list(array) if array.ndim == 2 else []
     except ValueError:
         groups = [np.asarray(group) for group in labels]
-    return [np.asarray(group).astype(np.int64) if np.asarray(group).ndim == 1 else np.array([-1]) for group in groups]
+    checked = []
+    for group in groups:
+        group = np.asarray(group)
+        # checked before any conversion: 0.7 or "1" must not pass as 0 or 1
+        if group.ndim != 1 or group.dtype.kind not in "biuf" or not np.isin(group, (0, 1)).all():
+            raise ValueError(f"labels must be 1 (foreground) or 0 (background), one per point; got {group.tolist()}")
+        checked.append(group.astype(np.int64))
+    return checked
 
 
 def _boxes(boxes, image_size):
@@ -133,7 +137,7 @@ def _masks(mask_input, mask_size):
         return None
     array = np.asarray(mask_input, dtype=np.float32)
     array = array[None] if array.ndim == 2 else array
-    if array.ndim != 3 or tuple(array.shape[1:]) != tuple(mask_size):
+    if array.ndim != 3 or len(array) == 0 or tuple(array.shape[1:]) != tuple(mask_size):
         raise ValueError(
             f"mask_input must be ({mask_size[0]}, {mask_size[1]}) or (N, {mask_size[0]}, {mask_size[1]}) mask "
             f"logits, as in an earlier result's data['low_res_logits']; got shape {np.shape(mask_input)}"

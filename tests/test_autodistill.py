@@ -60,3 +60,13 @@ def test_autodistills_own_label_writes_a_dataset_supervision_reads(base_model, t
             found += 1
             assert set(detections.class_id) == {0, 1} and detections.mask is not None
     assert found == 4
+
+
+def test_prompts_with_surrounding_spaces_keep_autodistill_positions(florence_dir, sam_dir):
+    spaced = CaptionOntology({" a cat": "cat", "a person ": "person", "a dog": "dog"})
+    model = GroundedSAM2(spaced, florence=florence_dir, sam=sam_dir, device="cpu", dtype="float32", max_new_tokens=64)
+    found = model.predict(np.asarray(skdata.astronaut()[::4, ::4][:, :, ::-1]))
+    assert sorted(set(found.class_id)) == [1, 2] and set(found.data["class_name"]) == {"person", "dog"}
+    with pytest.raises(ValueError, match="surrounding spaces"):
+        GroundedSAM2(CaptionOntology({"a dog": "dog", "a dog ": "puppy"}), florence=florence_dir, sam=sam_dir,
+                     device="cpu")

@@ -192,10 +192,39 @@ def test_grounded_sam_refines_chosen_detections_with_clicks(model, image):
         model.refine(image, detections, points={9: [[1, 1]]}, labels={9: [1]})
 
 
-def test_segmenter_checks_its_inputs_lazily_on_cpu_only(segmenter):
+def test_segment_everything_rejects_bad_options(segmenter):
     assert segmenter.device == torch.device("cpu")
     with pytest.raises(ValueError, match="points_per_side"):
         segmenter.segment_everything(_shapes_image(), points_per_side=0)
+    with pytest.raises(ValueError, match="box_nms_thresh"):
+        segmenter.segment_everything(_shapes_image(), box_nms_thresh=0.0)
+
+
+@pytest.mark.parametrize("height, width", [(100, 400), (400, 100)])
+def test_segment_everything_clicks_cover_the_whole_of_non_square_images(segmenter, monkeypatch, height, width):
+    clicks = []
+    forward = segmenter.model.forward
+    monkeypatch.setattr(segmenter.model, "forward",
+                        lambda *a, **k: clicks.append(k["input_points"][0, :, 0].cpu()) or forward(*a, **k))
+    segmenter.segment_everything(np.zeros((height, width, 3), np.uint8), points_per_side=4, pred_iou_thresh=1.0)
+    points = torch.cat(clicks)
+    size = segmenter.processor.image_processor.size
+    # the model sees the image stretched to a square: clicks must span it in both directions, as a 4 x 4 grid
+    assert len(points) == 16
+    assert sorted(set(points[:, 0].tolist())) == pytest.approx([size["width"] * f for f in (1 / 8, 3 / 8, 5 / 8, 7 / 8)])
+    assert sorted(set(points[:, 1].tolist())) == pytest.approx([size["height"] * f for f in (1 / 8, 3 / 8, 5 / 8, 7 / 8)])
+
+
+def test_segment_everything_on_crops_with_fewer_points_per_layer(segmenter, monkeypatch):
+    calls = []
+    forward = segmenter.model.forward
+    monkeypatch.setattr(segmenter.model, "forward",
+                        lambda *a, **k: calls.append(k["input_points"].shape[1]) or forward(*a, **k))
+    found = segmenter.segment_everything(_shapes_image(), points_per_side=4, crop_n_layers=1,
+                                         crop_n_points_downscale_factor=2, pred_iou_thresh=0.0,
+                                         stability_score_thresh=0.0)
+    assert calls == [16] + [4] * 4  # the whole image, then four crops with a 2 x 2 grid each
+    assert found.mask.shape[1:] == (120, 160) and len(found) > 0
 
 
 def test_large_images_are_upsampled_a_few_masks_at_a_time(segmenter, monkeypatch):
@@ -225,3 +254,12 @@ def test_the_issue_and_readme_snippet_runs_on_tiny_models(sam_dir):
     assert len(dets) == 1 and dets.mask.shape == (1, 300, 451)
     everything = seg.segment_everything(image, points_per_side=32)
     assert isinstance(everything, sv.Detections) and everything.mask.shape[1:] == (300, 451)
+
+
+def test_refine_takes_box_only_detections_and_boxes_past_the_edge(model, image):
+    height, width = image.shape[:2]
+    boxes_only = sv.Detections(xyxy=np.array([[10, 10, 120, 150], [100, 20, width + 0.001, height]], np.float32),
+                               class_id=np.array([0, 1]), confidence=np.array([0.9, 0.8], np.float32))
+    refined = model.refine(image, boxes_only, points={1: [[150, 60]]}, labels={1: [1]})
+    assert refined.mask.shape == (2, height, width) and not refined.mask[0].any()
+    assert refined.data["mask_score"][0] == 0 and refined.data["mask_score"][1] > 0
