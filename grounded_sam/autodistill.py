@@ -53,7 +53,9 @@ class GroundedSAM2(DetectionBaseModel):
 
     def predict(self, input) -> sv.Detections:
         """Segments the ontology's prompts in one image (path, PIL image, or BGR numpy array)."""
-        detections = self.model.predict(autodistill_load_image(input, return_format="PIL"))
+        # paths go to our loader (it applies EXIF rotation, as autodistill's cv2.imread does); arrays are BGR
+        image = input if isinstance(input, (str, os.PathLike)) else autodistill_load_image(input, return_format="PIL")
+        detections = self.model.predict(image)
         classes = self.ontology.classes()
         detections.class_id = np.array([self._prompt_index[prompt] for prompt in detections.data["prompt"]], dtype=int)
         detections.data["class_name"] = np.array([classes[index] for index in detections.class_id], dtype=str)

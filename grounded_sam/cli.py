@@ -34,16 +34,14 @@ class UserError(Exception):
 def _user_errors(command):
     """Turns the errors a user can fix (missing file, bad ontology, unknown preset, model not available offline)
     into one line on stderr and exit code 2; anything else keeps its traceback."""
-    from .dataset_writer import OutputFolderError
-    from .images import InvalidImageError
     from .models import ModelNotAvailableError
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (UserError, FileNotFoundError, InvalidImageError, ModelNotAvailableError, OutputFolderError,
-                ValueError) as error:
+        # ValueError covers bad options and files: InvalidImageError, OutputFolderError, ontology and preset errors
+        except (UserError, FileNotFoundError, ModelNotAvailableError, ValueError) as error:
             typer.secho(f"Error: {' '.join(str(error).split())}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
 
@@ -127,7 +125,10 @@ def _print_summary(summary: dict) -> None:
 @models_app.callback()
 @_user_errors
 def models(context: typer.Context) -> None:
-    """List presets and hub ids, and which are already in the local Hugging Face cache."""
+    """List presets and hub ids, and which are already in the local Hugging Face cache.
+
+    Example: grounded-sam models
+    """
     if context.invoked_subcommand is not None:
         return
     from rich.console import Console

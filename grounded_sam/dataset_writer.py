@@ -44,8 +44,9 @@ from .folders import SPLIT_NAMES
 from .formats import data_yaml, detections_to_record, yolo_lines
 
 STATE_DIR = ".grounded-sam"
-# Removed in this order by overwrite: records first, so an interrupted removal leaves nothing that looks done.
-OUTPUTS = (f"{STATE_DIR}/records", *SPLIT_NAMES, "annotations", "data.yaml", "report.json", STATE_DIR)
+# Removed in this order by overwrite: records first, so an interrupted removal leaves nothing that looks done; the
+# lock file stays (the run holds it).
+OUTPUTS = (f"{STATE_DIR}/records", *SPLIT_NAMES, "annotations", "data.yaml", "report.json", f"{STATE_DIR}/settings.json")
 FORMATS = ("yolo", "coco")
 COCO_SEGMENTATIONS = ("rle", "polygon")
 
@@ -102,24 +103,38 @@ class DatasetWriter:
 
     def __init__(self, output: str | os.PathLike, options: DatasetOptions, settings: dict, overwrite=False, link=True):
         self.root, self.options, self.link = Path(output).absolute(), options, link
-        self._guard(json.loads(json.dumps(settings)), overwrite)  # tuples -> lists, as settings.json reads back
-        try:
+        self._refuse_foreign_folder()
+        self._io((self.root / STATE_DIR).mkdir, parents=True, exist_ok=True)
+        try:  # before anything is changed: an overwrite must not pull the folder from under a running job
             self._lock = FolderLock(self.root / STATE_DIR / "lock")
         except BlockingIOError:
             raise OutputFolderError(f"Another run is writing to {self.root}; wait for it or use another folder") from None
-        self._records = self.root / STATE_DIR / "records"
-        folders = ["images", "labels"] if "yolo" in options.formats else ["images"]
-        for directory in [self._records, *(self.root / split / sub for split in options.splits for sub in folders)]:
-            self._io(directory.mkdir, parents=True, exist_ok=True)
-        self._io(remove_partial_files, self.root)
-        self.done: dict[PurePosixPath, str] = {}
-        self._next_image_id, self._next_annotation_id = 1, 1
-        self._scan_records()
+        try:
+            self._apply_settings(json.loads(json.dumps(settings)), overwrite)  # tuples -> lists, as stored
+            self._records = self.root / STATE_DIR / "records"
+            folders = ["images", "labels"] if "yolo" in options.formats else ["images"]
+            for directory in [self._records, *(self.root / split / sub for split in options.splits for sub in folders)]:
+                self._io(directory.mkdir, parents=True, exist_ok=True)
+            self._io(remove_partial_files, self.root)
+            self.done: dict[PurePosixPath, str] = {}
+            self._next_image_id, self._next_annotation_id = 1, 1
+            self._scan_records()
+        except BaseException:
+            self._lock.release()
+            raise
 
-    def _guard(self, settings: dict, overwrite: bool) -> None:
-        state = self.root / STATE_DIR / "settings.json"
+    def _refuse_foreign_folder(self) -> None:
         if self.root.is_file():
             raise OutputFolderError(f"Output folder {self.root} is a file; pass a folder path")
+        settings = self.root / STATE_DIR / "settings.json"
+        if not settings.is_file() and self.root.is_dir() and any(e.name != STATE_DIR for e in self.root.iterdir()):
+            raise OutputFolderError(
+                f"Output folder {self.root} is not empty and was not written by grounded-sam; "
+                "choose a new or empty folder (nothing in it was changed)"
+            )
+
+    def _apply_settings(self, settings: dict, overwrite: bool) -> None:
+        state = self.root / STATE_DIR / "settings.json"
         if state.is_file():
             stored = json.loads(state.read_text(encoding="utf-8"))
             if stored == settings:
@@ -132,12 +147,6 @@ class DatasetWriter:
                 )
             for name in OUTPUTS:
                 self._io(remove, self.root / name)
-        elif self.root.is_dir() and any(entry.name != STATE_DIR for entry in self.root.iterdir()):
-            raise OutputFolderError(
-                f"Output folder {self.root} is not empty and was not written by grounded-sam; "
-                "choose a new or empty folder (nothing in it was changed)"
-            )
-        self._io(state.parent.mkdir, parents=True, exist_ok=True)
         self._io(atomic_write_text, state, json.dumps(settings, indent=2, sort_keys=True))
 
     def _scan_records(self) -> None:
@@ -175,7 +184,6 @@ class DatasetWriter:
         entries = detections_to_record(detections, self.options.coco_segmentation, self.options.polygon_approximation)
         text = json.dumps(header, ensure_ascii=False) + "\n" + json.dumps(entries) + "\n"
         self._io(atomic_write_text, self._records / f"{name}.json", text)
-        self.done[source] = name
         self._next_image_id += 1
         self._next_annotation_id += len(detections)
 

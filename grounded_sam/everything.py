@@ -72,13 +72,14 @@ def segment_everything(
                 )
             low_res, scores = output.pred_masks.float()[0].flatten(0, 1), output.iou_scores.float()[0].flatten()
             keep = scores > pred_iou_thresh  # cheap: before any mask is upsampled
+            low_res, scores = low_res[keep], scores[keep]
             step = masks_per_chunk(*state.original_size)
-            for chunk in range(0, int(keep.sum()), step):
-                chosen = low_res[keep][chunk : chunk + step]
-                upsampled = image_processor.post_process_masks([chosen[None]], [list(state.original_size)],
-                                                               binarize=False)[0]
+            for chunk in range(0, len(low_res), step):
+                # float masks (not upsample_masks' bool ones): the stability filter thresholds them twice
+                upsampled = image_processor.post_process_masks([low_res[chunk : chunk + step][None]],
+                                                               [list(state.original_size)], binarize=False)[0]
                 rles, kept_scores, boxes = image_processor.filter_masks(
-                    upsampled, scores[keep][chunk : chunk + step][None], (height, width), crop_box,
+                    upsampled, scores[chunk : chunk + step][None], (height, width), crop_box,
                     0.0, stability_score_thresh, mask_threshold, stability_score_offset,
                 )
                 all_rles += rles

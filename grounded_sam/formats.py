@@ -90,10 +90,10 @@ def _seamed_polygons(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def coco_polygons(mask: np.ndarray, approximation: float = 0.0) -> list[list[float]]:
-    """COCO polygon segmentation of a mask: one flat ``[x1, y1, x2, y2, ...]`` list per outer contour.
+    """COCO polygon segmentation of a mask: one flat ``[x1, y1, x2, y2, ...]`` list per contour (supervision's
+    conversion), parts and hole outlines alike.
 
-    COCO polygons cannot carry holes; each part is written as its outer contour and its holes as separate contours
-    that COCO fills too. Use RLE (the default) where holes matter.
+    COCO fills every polygon of an annotation, so holes come out filled. Use RLE (the default) where holes matter.
     """
     polygons = approximate_mask_with_polygons(mask, approximation_percentage=approximation)
     return [[float(value) for value in polygon.reshape(-1)] for polygon in polygons if len(polygon) >= 3]

@@ -13,7 +13,7 @@ from .device import autocast, resolve_autocast_dtype, resolve_device
 from .images import ImageInput, load_image
 from .models import load_sam2, resolve_preset
 from .prompts import PromptBatch, build_prompts
-from .segmenter import masks_per_chunk, sam_pixels
+from .segmenter import sam_pixels, upsample_masks
 
 
 @dataclass
@@ -136,12 +136,7 @@ class Segmenter:
         return low_res[0], scores[0]
 
     def _to_detections(self, low_res: torch.Tensor, scores: torch.Tensor, size, data: dict) -> sv.Detections:
-        step = masks_per_chunk(*size)
-        masks = np.concatenate([
-            self.processor.post_process_masks([low_res[start : start + step, None]], [list(size)])[0][:, 0]
-            .cpu().numpy()
-            for start in range(0, len(low_res), step)
-        ]) if len(low_res) else np.zeros((0, *size), dtype=bool)
+        masks = upsample_masks(self.processor, low_res, size)
         confidence = scores.cpu().numpy().astype(np.float32)
         return sv.Detections(
             xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if len(masks) else np.zeros((0, 4), np.float32),

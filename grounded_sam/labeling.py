@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-import numpy as np
-import supervision as sv
 from tqdm.auto import tqdm
 
+from .batching import IsolatingPredictor, chunks, load_batch
 from .dataset_writer import DatasetOptions, DatasetWriter
 from .folders import (
     assign_split,
@@ -25,10 +24,6 @@ from .folders import (
     normalize_extensions,
     output_names,
 )
-from .images import InvalidImageError, load_image
-
-MAX_CONSECUTIVE_MODEL_FAILURES = 8  # more in a row than this is a broken setup, not a few bad images
-
 
 @dataclass
 class LabelReport:
@@ -127,7 +122,8 @@ def label_folder(
     sources = [source for source in found if is_utf8_name(source)]
     skipped += [{"path": str(source).encode("utf-8", "backslashreplace").decode("utf-8"),
                  "reason": "the file name is not valid UTF-8; rename the file"} for source in found if source not in sources]
-    settings = {"input_folder": str(input_root.resolve()), "ontology": model.ontology.to_dict(),
+    settings = {"input_folder": str(input_root.resolve()), "extension": list(normalize_extensions(extension)),
+                "recursive": recursive, "ontology": model.ontology.to_dict(),
                 "model": model.settings(), "dataset": asdict(options)}
     writer = DatasetWriter(output_root, options, settings, overwrite=overwrite, link=link)
     try:
@@ -151,12 +147,12 @@ def _label_sources(model, input_root, sources, writer, skipped, batch_size, prog
     names = output_names(sources, writer.done)
     todo = [source for source in sources if source not in writer.done]
     report = LabelReport(str(input_root), str(writer.root), already_done=len(sources) - len(todo), skipped=skipped)
-    predictor = _IsolatingPredictor(model, report.skipped)
+    predictor = IsolatingPredictor(model, report.skipped)
     options = writer.options
     with tqdm(total=len(sources), initial=report.already_done, unit="img", disable=None if progress else True,
               desc="Labeling") as bar:
-        for batch in _chunks(todo, batch_size):
-            loaded = _load_batch(input_root, batch, report.skipped)
+        for batch in chunks(todo, batch_size):
+            loaded = load_batch(input_root, batch, report.skipped)
             for (source, image), detections in predictor(loaded):
                 split_name = assign_split(source, options.split, options.seed)
                 writer.write(source, input_root / source, names[source], split_name, image.shape, detections)
@@ -165,58 +161,9 @@ def _label_sources(model, input_root, sources, writer, skipped, batch_size, prog
     return report
 
 
-def _load_batch(root: Path, batch: Sequence[PurePosixPath], skipped: list) -> list[tuple[PurePosixPath, np.ndarray]]:
-    loaded = []
-    for source in batch:
-        try:
-            loaded.append((source, load_image(root / source)))
-        except (InvalidImageError, OSError) as error:  # OSError: the file vanished or cannot be opened
-            skipped.append({"path": str(source), "reason": str(error)})
-    return loaded
-
-
-class _IsolatingPredictor:
-    """Runs a batch through the model; if the batch fails, retries its images one by one and skips those that fail
-    alone, so one image the model cannot take does not end the run. Many failures in a row re-raise."""
-
-    def __init__(self, model, skipped: list):
-        self.model, self.skipped, self.failures_in_a_row = model, skipped, 0
-
-    def __call__(self, loaded: list) -> list[tuple[tuple[PurePosixPath, np.ndarray], sv.Detections]]:
-        if len(loaded) > 1:
-            try:
-                results = list(zip(loaded, self.model.predict_arrays([image for _, image in loaded])))
-                self.failures_in_a_row = 0
-                return results
-            except Exception:  # noqa: BLE001 -- retried per image below, where the failing one is found and reported
-                pass
-        return [result for item in loaded for result in self._alone(item)]
-
-    def _alone(self, item) -> list:
-        source, image = item
-        try:
-            results = [(item, self.model.predict_arrays([image])[0])]
-        except Exception as error:  # noqa: BLE001 -- recorded with its reason; the run goes on
-            self.failures_in_a_row += 1
-            if self.failures_in_a_row >= MAX_CONSECUTIVE_MODEL_FAILURES:
-                raise RuntimeError(
-                    f"The model failed on {self.failures_in_a_row} images in a row (last: {source}); this looks like "
-                    "a setup problem, not bad images. Finished images are kept; rerun to continue once fixed"
-                ) from error
-            self.skipped.append({"path": str(source), "reason": f"model failed: {type(error).__name__}: {error}"})
-            return []
-        self.failures_in_a_row = 0
-        return results
-
-
 def _fill_totals(report: LabelReport, counts: dict, options: DatasetOptions, elapsed: float) -> None:
     report.images_labeled, report.images_empty = counts["labeled"], counts["empty"]
     report.detections_per_class = {name: counts["per_class"].get(name, 0) for name in options.classes}
     report.images_per_split = {name: counts["per_split"].get(name, 0) for name in options.splits}
     report.elapsed_seconds = round(elapsed, 3)
     report.images_per_second = round(report.labeled_this_run / elapsed, 3) if elapsed > 0 else 0.0
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

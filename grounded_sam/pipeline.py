@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import supervision as sv
 import torch
 
+from .batching import chunks
 from .detector import PHRASE_GROUNDING, Florence2Detector, check_generation_options
 from .device import resolve_autocast_dtype, resolve_device
 from .images import ImageInput, load_image
@@ -120,7 +121,7 @@ class GroundedSAM2:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         results: list[sv.Detections] = []
-        for batch in _chunks(images, batch_size):
+        for batch in chunks(images, batch_size):
             results += self.predict_arrays([load_image(image) for image in batch])
         return results
 
@@ -152,7 +153,8 @@ class GroundedSAM2:
         refined = copy.deepcopy(detections)
         if not chosen:
             return refined
-        height, width = load_image(image).shape[:2]
+        image = load_image(image)
+        height, width = image.shape[:2]
         if refined.mask is None:  # box-only detections: the refined rows get masks, the others empty ones
             refined.mask = np.zeros((len(refined), height, width), dtype=bool)
         if "mask_score" not in refined.data:
@@ -200,14 +202,3 @@ class GroundedSAM2:
 def _model_identity(model) -> str:
     name = model.config.name_or_path
     return str(Path(name).resolve()) if Path(name).is_dir() else name  # the same folder from any working directory
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

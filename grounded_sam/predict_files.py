@@ -12,10 +12,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .annotate import annotate
+from .batching import IsolatingPredictor, chunks, load_batch
 from .dataset_files import atomic_write_text
 from .folders import find_images, output_names
 from .formats import mask_to_rle
-from .images import InvalidImageError, load_image
 
 
 def detections_to_json(detections: sv.Detections, source: str, height: int, width: int) -> dict:
@@ -44,9 +44,12 @@ def predict_files(model, source: str | Path, output: str | Path, recursive: bool
 
     Writes ``output/NAME.jpg`` (the image with masks, boxes and "class 0.87" labels) and ``output/NAME.json``
     (:func:`detections_to_json`) per image; names are the folder's relative paths flattened as in labeling.
-    Unreadable images are skipped and listed. Returns counts: found, written, skipped, per_class, output.
+    Unreadable images, and images the model fails on alone, are skipped and listed. Returns counts: found, written, skipped, per_class, output.
     """
     source, output = Path(source), Path(output)
+    if output.resolve() == (source.parent if source.is_file() else source).resolve():
+        raise ValueError(f"The output folder {output} is where the images are: the pictures would overwrite them; "
+                         "pick another folder")
     if source.is_file():
         root, relative = source.parent, [PurePosixPath(source.name)]
     else:
@@ -56,27 +59,16 @@ def predict_files(model, source: str | Path, output: str | Path, recursive: bool
     output.mkdir(parents=True, exist_ok=True)
     names = output_names(relative)
     summary = {"found": len(relative), "written": 0, "skipped": [], "per_class": Counter(), "output": str(output)}
+    predictor = IsolatingPredictor(model, summary["skipped"])
     with tqdm(total=len(relative), unit="img", disable=None if progress else True, desc="Segmenting") as bar:
-        for start in range(0, len(relative), batch_size):
-            batch = _load(root, relative[start : start + batch_size], summary["skipped"])
-            if batch:
-                for (item, image), detections in zip(batch, model.predict_arrays([image for _, image in batch])):
-                    _write(output, names[item], str(root / item), image, detections)
-                    summary["written"] += 1
-                    summary["per_class"].update(detections.data["class_name"].tolist())
-            bar.update(len(relative[start : start + batch_size]))
+        for batch in chunks(relative, batch_size):
+            for (item, image), detections in predictor(load_batch(root, batch, summary["skipped"])):
+                _write(output, names[item], str(root / item), image, detections)
+                summary["written"] += 1
+                summary["per_class"].update(detections.data["class_name"].tolist())
+            bar.update(len(batch))
     summary["per_class"] = {name: summary["per_class"].get(name, 0) for name in model.ontology.classes()}
     return summary
-
-
-def _load(root: Path, items, skipped: list) -> list[tuple[PurePosixPath, np.ndarray]]:
-    loaded = []
-    for item in items:
-        try:
-            loaded.append((item, load_image(root / item)))
-        except (InvalidImageError, OSError) as error:
-            skipped.append({"path": str(item), "reason": str(error)})
-    return loaded
 
 
 def _write(output: Path, name: str, source: str, image: np.ndarray, detections: sv.Detections) -> None:

@@ -79,6 +79,7 @@ def _points(points, labels, image_size):
         )
     for group in groups:
         _check_inside(group, image_size, "point")
+    # Padded here (with the processor's own -10) so a PromptBatch is plain arrays; the processor keeps -10 as padding.
     longest = max(len(group) for group in groups)
     padded_points = np.full((len(groups), longest, 2), POINT_PAD_LABEL, dtype=np.float32)
     padded_labels = np.full((len(groups), longest), POINT_PAD_LABEL, dtype=np.int64)

@@ -20,6 +20,18 @@ def masks_per_chunk(height: int, width: int) -> int:
     return max(1, min(16, _UPSAMPLE_BUDGET // max(1, height * width)))
 
 
+def upsample_masks(processor, low_res: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(n, h, w) low-resolution mask logits -> (n, H, W) bool masks at the image size, via the processor's
+    post-processing, :func:`masks_per_chunk` masks at a time."""
+    height, width = int(size[0]), int(size[1])
+    step = masks_per_chunk(height, width)
+    chunks = [
+        processor.post_process_masks([low_res[start : start + step, None]], [[height, width]])[0][:, 0].cpu().numpy()
+        for start in range(0, len(low_res), step)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, height, width), dtype=bool)
+
+
 def sam_pixels(images: Sequence[np.ndarray]) -> list[torch.Tensor]:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1], for the SAM 2 processor with ``do_rescale=False``.
 
@@ -101,17 +113,10 @@ class Sam2Segmenter:
         best = iou.argmax(dim=-1)  # K == 1 without multimask
         low_res = torch.take_along_dim(low_res, best[..., None, None, None], dim=2)[:, :, 0]
         iou = torch.take_along_dim(iou, best[..., None], dim=2)[..., 0]
-        results = []
-        for i, count in enumerate(counts):
-            original_size = inputs["original_sizes"][i : i + 1]
-            # Upsampled float masks are (boxes, H, W) float32 before binarizing: bound that by taking boxes in chunks.
-            step = masks_per_chunk(*images[i].shape[:2])
-            chunks = [
-                self.processor.post_process_masks([low_res[i, start : min(start + step, count), None]],
-                                                  original_size)[0][:, 0].cpu()
-                for start in range(0, count, step)
-            ]
-            results.append((torch.cat(chunks).numpy(), iou[i, :count].cpu().numpy().astype(np.float32)))
-        return results
+        return [
+            (upsample_masks(self.processor, low_res[i, :count], images[i].shape[:2]),
+             iou[i, :count].cpu().numpy().astype(np.float32))
+            for i, count in enumerate(counts)
+        ]
 
 

@@ -205,6 +205,13 @@ def test_options_empty_images_confidences_boxes_and_formats(photos, tmp_path):
         assert len(lines) == len(confidences) > 0 and all(len(line.split()) == 5 for line in lines)
         expected = canned_detections(load_image(photos / f"{label.stem}.png"))
         assert [float(value) for value in confidences] == pytest.approx(list(expected.confidence), abs=1e-4)
+    readers = [  # the sidecar files and COCO "score" do not disturb the usual readers
+        sv.DetectionDataset.from_yolo(str(output / "train" / "images"), str(output / "train" / "labels"),
+                                      str(output / "data.yaml")),
+        sv.DetectionDataset.from_coco(str(output / "train" / "images"), str(output / "annotations" / "instances_train.json")),
+    ]
+    assert [len(reader) for reader in readers] == [9, 9]
+    assert COCO(str(output / "annotations" / "instances_train.json")).getAnnIds() != []
     _label(CannedModel(), photos, tmp_path / "coco_only", formats=("coco",))
     assert not (tmp_path / "coco_only" / "data.yaml").exists() and not (tmp_path / "coco_only" / "train" / "labels").exists()
     _label(CannedModel(), photos, tmp_path / "yolo_only", formats=["yolo"], coco_segmentation="polygon")

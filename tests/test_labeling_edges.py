@@ -125,10 +125,20 @@ def test_another_input_folder_is_not_taken_for_a_resume(photos, tmp_path):
 def test_two_runs_cannot_write_one_folder_at_once(photos, tmp_path):
     options = DatasetOptions(classes=("a",))
     first = DatasetWriter(tmp_path / "out", options, {"x": 1})
-    with pytest.raises(OutputFolderError, match="Another run"):
-        DatasetWriter(tmp_path / "out", options, {"x": 1})
+    first.write(Path("a.png"), photos / "img_000.png", "a.png", "train", (48, 64, 3), sv.Detections.empty())
+    for overwrite in (False, True):  # not even an overwrite may pull the folder from under the running job
+        with pytest.raises(OutputFolderError, match="Another run"):
+            DatasetWriter(tmp_path / "out", options, {"x": 2}, overwrite=overwrite)
+    assert (tmp_path / "out" / "train" / "images" / "a.png").exists() and len(_records(tmp_path / "out")) == 1
     first.close()
     DatasetWriter(tmp_path / "out", options, {"x": 1}).close()
+
+
+def test_another_extension_or_recursion_is_other_settings(photos, tmp_path):
+    _label(CannedModel(), photos, tmp_path / "out")
+    for options in ({"extension": ".png"}, {"recursive": True}):
+        with pytest.raises(OutputFolderError, match="extension|recursive"):
+            _label(CannedModel(), photos, tmp_path / "out", **options)
 
 
 def test_ids_of_labeled_images_never_change_when_images_are_added(photos, tmp_path):
