@@ -15,7 +15,7 @@ import torch
 from torchvision.ops import nms
 
 from .device import autocast
-from .segmenter import masks_per_chunk
+from .segmenter import mask_detections, masks_per_chunk
 
 
 @torch.inference_mode()
@@ -86,7 +86,7 @@ def segment_everything(
                 all_scores.append(kept_scores.cpu())
                 all_boxes.append(boxes.cpu())
     if not all_rles:
-        return _detections(np.zeros((0, height, width), bool), np.zeros(0, np.float32))
+        return mask_detections(np.zeros((0, height, width), bool), np.zeros(0, np.float32))
     masks, scores, _, _ = image_processor.post_process_for_mask_generation(
         all_rles, torch.cat(all_scores), torch.cat(all_boxes), box_nms_thresh
     )
@@ -94,7 +94,7 @@ def segment_everything(
     if min_mask_region_area > 0:
         masks, scores = _clean_small_regions(masks, scores, min_mask_region_area, box_nms_thresh)
     order = np.argsort(-scores, kind="stable")
-    return _detections(masks[order], scores[order])
+    return mask_detections(masks[order], scores[order])
 
 
 def _model_input_grid(points_per_side: int, image_processor) -> torch.Tensor:
@@ -149,12 +149,3 @@ def _clean_small_regions(masks, scores, area, box_nms_thresh):
     keep = nms(boxes, torch.tensor(unchanged, dtype=torch.float32), box_nms_thresh).numpy()
     keep = keep[masks[keep].any(axis=(1, 2))]
     return masks[keep], scores[keep]
-
-
-def _detections(masks: np.ndarray, scores: np.ndarray) -> sv.Detections:
-    return sv.Detections(
-        xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if len(masks) else np.zeros((0, 4), np.float32),
-        mask=masks,
-        confidence=scores,
-        data={"mask_score": scores},
-    )

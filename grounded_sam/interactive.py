@@ -13,7 +13,7 @@ from .device import autocast, resolve_autocast_dtype, resolve_device
 from .images import ImageInput, load_image
 from .models import load_sam2, resolve_preset
 from .prompts import PromptBatch, build_prompts
-from .segmenter import sam_pixels, upsample_masks
+from .segmenter import encode_images, mask_detections, upsample_masks
 
 
 @dataclass
@@ -67,9 +67,7 @@ class Segmenter:
     def set_images(self, images: list[ImageInput]) -> list[ImageState]:
         """Encodes several images with one image-encoder pass; one :class:`ImageState` per image."""
         arrays = [load_image(image) for image in images]
-        inputs = self.processor(images=sam_pixels(arrays), do_rescale=False, return_tensors="pt")
-        with autocast(self.device, self.autocast_dtype):
-            embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device, self.model.dtype))
+        embeddings = encode_images(self.model, self.processor, arrays, self.autocast_dtype)
         return [
             ImageState([level[index : index + 1] for level in embeddings], tuple(array.shape[:2]))
             for index, array in enumerate(arrays)
@@ -137,15 +135,9 @@ class Segmenter:
 
     def _to_detections(self, low_res: torch.Tensor, scores: torch.Tensor, size, data: dict) -> sv.Detections:
         masks = upsample_masks(self.processor, low_res, size)
-        confidence = scores.cpu().numpy().astype(np.float32)
-        return sv.Detections(
-            xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if len(masks) else np.zeros((0, 4), np.float32),
-            mask=masks,
-            confidence=confidence,
-            # clamped as Meta's predictor returns them, so they feed back as mask_input the same way
-            data={**data, "mask_score": confidence,
-                  "low_res_logits": low_res.clamp(-32.0, 32.0).cpu().numpy().astype(np.float32)},
-        )
+        # logits clamped as Meta's predictor returns them, so they feed back as mask_input the same way
+        logits = low_res.clamp(-32.0, 32.0).cpu().numpy().astype(np.float32)
+        return mask_detections(masks, scores.cpu().numpy().astype(np.float32), {**data, "low_res_logits": logits})
 
     def segment_everything(self, image: ImageInput, **options) -> sv.Detections:
         """Finds every object without a prompt; see :func:`grounded_sam.everything.segment_everything`."""

@@ -32,6 +32,23 @@ def upsample_masks(processor, low_res: torch.Tensor, size: tuple[int, int]) -> n
     return np.concatenate(chunks) if chunks else np.zeros((0, height, width), dtype=bool)
 
 
+def encode_images(model, processor, images: Sequence[np.ndarray], autocast_dtype) -> list[torch.Tensor]:
+    """One image-encoder pass over (H, W, 3) uint8 RGB images: SAM 2's feature levels, batch first."""
+    inputs = processor(images=sam_pixels(images), do_rescale=False, return_tensors="pt")
+    with autocast(model.device, autocast_dtype):
+        return model.get_image_embeddings(inputs["pixel_values"].to(model.device, model.dtype))
+
+
+def mask_detections(masks: np.ndarray, scores: np.ndarray, data: dict | None = None) -> sv.Detections:
+    """Detections from (n, H, W) bool masks: xyxy the masks' boxes, confidence = data["mask_score"] = scores."""
+    return sv.Detections(
+        xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if len(masks) else np.zeros((0, 4), np.float32),
+        mask=masks,
+        confidence=scores,
+        data={**(data or {}), "mask_score": scores},
+    )
+
+
 def sam_pixels(images: Sequence[np.ndarray]) -> list[torch.Tensor]:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1], for the SAM 2 processor with ``do_rescale=False``.
 
@@ -101,9 +118,10 @@ class Sam2Segmenter:
             np.concatenate([image_boxes, np.repeat(image_boxes[:1], longest - len(image_boxes), axis=0)]).tolist()
             for image_boxes in boxes
         ]
-        inputs = self.processor(images=sam_pixels(images), input_boxes=padded, do_rescale=False, return_tensors="pt")
+        embeddings = encode_images(self.model, self.processor, images, self.autocast_dtype)
+        sizes = [list(image.shape[:2]) for image in images]
+        inputs = self.processor(original_sizes=sizes, input_boxes=padded, return_tensors="pt")
         with autocast(self.device, self.autocast_dtype):
-            embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device, self.model.dtype))
             output = self.model(
                 image_embeddings=embeddings,
                 input_boxes=inputs["input_boxes"].to(self.device),
