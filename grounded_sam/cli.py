@@ -1,4 +1,5 @@
-"""The ``grounded-sam`` command: ``predict`` (segment images by text), ``models`` (what is cached, download)."""
+"""The ``grounded-sam`` command: ``predict`` (segment images by text), ``label`` (a folder into a dataset),
+``review`` (an HTML page of a dataset), ``models`` (what is cached, download)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,76 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+@_user_errors
+def label(
+    folder: Annotated[Path, typer.Argument(help="Folder of images to label.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Dataset folder [default: FOLDER_labeled].")] = None,
+    ontology: Annotated[Optional[Path], typer.Option(help="YAML/JSON ontology file {prompt: class}.")] = None,
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="A prompt that is its own class; repeatable.")] = None,
+    recursive: Annotated[bool, typer.Option(help="Also images in sub-folders.")] = False,
+    extension: Annotated[Optional[list[str]], typer.Option(help="Only these extensions (.jpg); repeatable [default: all common ones].")] = None,
+    split: Annotated[str, typer.Option(help="train,valid[,test] fractions, e.g. 0.8,0.2 or 0.7,0.2,0.1.")] = "0.8,0.2",
+    seed: Annotated[int, typer.Option(help="Seed of the split assignment.")] = 0,
+    format: Annotated[str, typer.Option("--format", help="yolo, coco or yolo,coco.")] = "yolo,coco",
+    coco_segmentation: Annotated[str, typer.Option(help="rle (exact) or polygon.")] = "rle",
+    overwrite: Annotated[bool, typer.Option(help="Replace a dataset labeled with other settings in --output.")] = False,
+    review: Annotated[bool, typer.Option(help="Also write the HTML review page (review/index.html).")] = False,
+    florence: Florence = None, sam: Sam = None, preset: Preset = "default", device: Device = "auto",
+    dtype: Dtype = "auto", batch_size: BatchSize = 8, min_confidence: MinConfidence = 0.0, nms: Nms = 0.7,
+) -> None:
+    """Auto-label a folder into a YOLO-seg + COCO dataset (train/valid, data.yaml); rerun the same command to resume.
+
+    Example: grounded-sam label photos/ --ontology ontologies/pets.yaml -o pets_dataset --review
+    """
+    from .dataset_writer import check_output_folder
+    from .folders import check_split_ratios
+    from .labeling import default_output_folder, label_folder
+
+    # What can be checked before the models load (which takes a while) is checked first.
+    if not folder.is_dir():
+        raise UserError(f"Not a folder: {folder} (give the folder of images to label)")
+    fractions = check_split_ratios(_fractions(split))
+    check_output_folder((output or default_output_folder(folder)).absolute())
+    model = _model(_ontology(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms)
+    report = label_folder(model, folder, extension or None, output, recursive=recursive, split=fractions, seed=seed,
+                          formats=format, coco_segmentation=coco_segmentation, overwrite=overwrite,
+                          batch_size=batch_size, verbose=False)
+    _print_label_summary(report)
+    if review:
+        _write_review(Path(report.output_folder))
+    if report.images_labeled == 0:
+        raise typer.Exit(1)
+
+
+@app.command("review")
+@_user_errors
+def review_command(
+    dataset: Annotated[Path, typer.Argument(help="A dataset folder written by `grounded-sam label`.")],
+    max_images: Annotated[int, typer.Option(min=0, help="Thumbnails drawn at most (counts cover every image).")] = 1000,
+) -> None:
+    """Write a static HTML review page of a labeled dataset: thumbnails with masks, per-class counts, a class filter,
+    the skipped images and why.
+
+    Example: grounded-sam review pets_dataset && xdg-open pets_dataset/review/index.html
+    """
+    _write_review(dataset, max_images)
+
+
+def _write_review(dataset: Path, max_images: int = 1000) -> None:
+    from .review import write_review
+
+    page = write_review(dataset, max_images=max_images)
+    typer.echo(f"Review page: {page}")
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UserError(f"--split takes comma-separated fractions like 0.8,0.2, got {text!r}") from None
+
+
 def _ontology(prompts: list[str] | None, path: Path | None):
     from .ontology import CaptionOntology
 
@@ -120,6 +191,29 @@ def _print_summary(summary: dict) -> None:
     console.print(table)
     for item in summary["skipped"]:
         console.print(f"skipped {item['path']}: {item['reason']}", markup=False)
+
+
+def _print_label_summary(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("class")
+    table.add_column("detections", justify="right")
+    for name, count in report.detections_per_class.items():
+        table.add_row(name, str(count))
+    console = Console(stderr=True)
+    console.print(f"{report.images_labeled} images ({report.labeled_this_run} labeled now, {report.already_done} "
+                  "before)", markup=False, soft_wrap=True)
+    console.print(table)
+    splits = ", ".join(f"{name} {count}" for name, count in report.images_per_split.items())
+    console.print(f"dataset: {report.output_folder}", markup=False, soft_wrap=True)
+    console.print(f"splits: {splits}; without detections: {report.images_empty}; "
+                  f"{report.images_per_second:.2f} images/s", markup=False, soft_wrap=True)
+    for item in report.skipped:
+        console.print(f"skipped {item['path']}: {item['reason']}", markup=False, soft_wrap=True)
+    if report.images_per_split.get("valid", 1) == 0:
+        console.print("note: the valid split is empty; YOLO trainers need validation images", markup=False)
 
 
 @models_app.callback()

@@ -44,15 +44,29 @@ from .folders import SPLIT_NAMES
 from .formats import data_yaml, detections_to_record, yolo_lines
 
 STATE_DIR = ".grounded-sam"
+REVIEW_DIR = "review"  # the HTML review page (review.py): it shows this dataset, so it goes with it
 # Removed in this order by overwrite: records first, so an interrupted removal leaves nothing that looks done; the
 # lock file stays (the run holds it).
-OUTPUTS = (f"{STATE_DIR}/records", *SPLIT_NAMES, "annotations", "data.yaml", "report.json", f"{STATE_DIR}/settings.json")
+OUTPUTS = (f"{STATE_DIR}/records", *SPLIT_NAMES, "annotations", "data.yaml", "report.json", REVIEW_DIR,
+           f"{STATE_DIR}/settings.json")
 FORMATS = ("yolo", "coco")
 COCO_SEGMENTATIONS = ("rle", "polygon")
 
 
 class OutputFolderError(ValueError):
     """The output folder holds something a run must not write over; the message says what and what to do."""
+
+
+def check_output_folder(root: Path) -> None:
+    """Raises OutputFolderError when ``root`` is a file, or a non-empty folder that grounded-sam did not write."""
+    if root.is_file():
+        raise OutputFolderError(f"Output folder {root} is a file; pass a folder path")
+    settings = root / STATE_DIR / "settings.json"
+    if not settings.is_file() and root.is_dir() and any(entry.name != STATE_DIR for entry in root.iterdir()):
+        raise OutputFolderError(
+            f"Output folder {root} is not empty and was not written by grounded-sam; "
+            "choose a new or empty folder (nothing in it was changed)"
+        )
 
 
 class OutputWriteError(OSError):
@@ -103,7 +117,7 @@ class DatasetWriter:
 
     def __init__(self, output: str | os.PathLike, options: DatasetOptions, settings: dict, overwrite=False, link=True):
         self.root, self.options, self.link = Path(output).absolute(), options, link
-        self._refuse_foreign_folder()
+        check_output_folder(self.root)
         self._io((self.root / STATE_DIR).mkdir, parents=True, exist_ok=True)
         try:  # before anything is changed: an overwrite must not pull the folder from under a running job
             self._lock = FolderLock(self.root / STATE_DIR / "lock")
@@ -122,16 +136,6 @@ class DatasetWriter:
         except BaseException:
             self._lock.release()
             raise
-
-    def _refuse_foreign_folder(self) -> None:
-        if self.root.is_file():
-            raise OutputFolderError(f"Output folder {self.root} is a file; pass a folder path")
-        settings = self.root / STATE_DIR / "settings.json"
-        if not settings.is_file() and self.root.is_dir() and any(e.name != STATE_DIR for e in self.root.iterdir()):
-            raise OutputFolderError(
-                f"Output folder {self.root} is not empty and was not written by grounded-sam; "
-                "choose a new or empty folder (nothing in it was changed)"
-            )
 
     def _apply_settings(self, settings: dict, overwrite: bool) -> None:
         state = self.root / STATE_DIR / "settings.json"

@@ -105,7 +105,7 @@ def label_folder(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     input_root = Path(input_folder)
-    output_root = Path(output_folder) if output_folder is not None else _default_output(input_root)
+    output_root = Path(output_folder) if output_folder is not None else default_output_folder(input_root)
     formats = formats.replace(" ", "").split(",") if isinstance(formats, str) else formats
     options = DatasetOptions(
         classes=tuple(model.ontology.classes()), split=check_split_ratios(split), seed=int(seed),
@@ -138,7 +138,8 @@ def label_folder(
     return report
 
 
-def _default_output(input_root: Path) -> Path:
+def default_output_folder(input_root: Path) -> Path:
+    """``<input_folder>_labeled`` next to the input folder, as autodistill names it."""
     resolved = input_root.resolve()  # "photos/" and "." name a folder too: take its real name
     return resolved.with_name(f"{resolved.name}_labeled")
 

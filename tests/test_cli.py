@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import supervision as sv
 from PIL import Image
 from skimage import data as skdata
 from typer.testing import CliRunner
@@ -37,8 +38,8 @@ def photos(tmp_path_factory):
 
 def test_help_lists_the_commands_with_examples():
     result = CliRunner().invoke(cli.app, ["--help"])
-    assert result.exit_code == 0 and all(name in result.output for name in ("predict", "models"))
-    for command in (["predict", "--help"], ["models", "download", "--help"]):
+    assert result.exit_code == 0 and all(name in result.output for name in ("predict", "label", "review", "models"))
+    for command in (["predict", "--help"], ["label", "--help"], ["review", "--help"], ["models", "download", "--help"]):
         assert "Example: grounded-sam" in CliRunner().invoke(cli.app, command).output
 
 
@@ -69,16 +70,51 @@ def test_predict_writes_pictures_and_json_and_reports_bad_images(photos, florenc
         (["predict", "{photos}", "-p", "dog", "-o", "{out}", "--preset", "huge"], "Unknown preset"),
         (["predict", "{photos}", "-p", "dog", "-o", "{out}", "--florence", "no-such/model"], "hf download no-such/model"),
         (["models", "download", "fast"], "HF_HUB_OFFLINE is set"),
+        (["label", "{missing}", "-p", "dog"], "Not a folder"),
+        (["label", "{photos}", "-p", "dog", "--split", "0.8;0.2"], "--split takes comma-separated"),
+        (["label", "{photos}", "-p", "dog", "--split", "0.5,0.2", "--device", "cpu", "--florence", "{florence}",
+          "--sam", "{sam}"], "split"),
+        (["label", "{photos}", "-p", "dog", "-o", "{photos}", "--device", "cpu", "--florence", "{florence}",
+          "--sam", "{sam}"], "not empty and was not written by grounded-sam"),
+        (["review", "{photos}"], "is not a dataset written by grounded-sam"),
     ],
 )
-def test_user_mistakes_print_one_line_and_exit_non_zero(photos, tmp_path, arguments, message):
+def test_user_mistakes_print_one_line_and_exit_non_zero(photos, tmp_path, arguments, message, florence_dir, sam_dir):
     (tmp_path / "bad.yaml").write_text("{prompt: [unclosed")
     values = {"missing": tmp_path / "missing", "photos": photos, "out": tmp_path / "out",
-              "bad_ontology": tmp_path / "bad.yaml"}
+              "bad_ontology": tmp_path / "bad.yaml", "florence": florence_dir, "sam": sam_dir}
     result = _run(*[argument.format(**values) for argument in arguments])
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and message in result.stderr
     assert [line.startswith("Error:") for line in result.stderr.strip().splitlines()] == [True]  # one line
+
+
+def test_label_writes_a_dataset_resumes_and_reviews(photos, florence_dir, sam_dir, tmp_path):
+    ontology = tmp_path / "ontology.yaml"
+    ontology.write_text("a dog: dog\na person: person\n")
+    arguments = ["label", photos, "--ontology", ontology, "-o", tmp_path / "dataset", "--split", "0.5,0.5",
+                 "--florence", florence_dir, "--sam", sam_dir, "--device", "cpu", "--batch-size", "2"]
+    first = _run(*arguments)
+    assert first.returncode == 0, first.stderr
+    assert "2 images (2 labeled now, 0 before)" in first.stderr, first.stderr
+    assert f"dataset: {tmp_path / 'dataset'}" in first.stderr and "skipped broken.jpg: Cannot read image" in first.stderr
+    dataset = sv.DetectionDataset.from_yolo(
+        images_directory_path=str(tmp_path / "dataset" / "train" / "images"),
+        annotations_directory_path=str(tmp_path / "dataset" / "train" / "labels"),
+        data_yaml_path=str(tmp_path / "dataset" / "data.yaml"), force_masks=True)
+    assert dataset.classes == ["dog", "person"]
+    report = json.loads((tmp_path / "dataset" / "report.json").read_text())
+    assert report["images_labeled"] == 2 and sum(report["images_per_split"].values()) == 2
+
+    second = _run(*arguments, "--review")
+    assert second.returncode == 0, second.stderr
+    assert "0 labeled now, 2 before" in second.stderr
+    assert f"Review page: {tmp_path / 'dataset' / 'review' / 'index.html'}" in second.stdout
+    assert len(list((tmp_path / "dataset" / "review" / "thumbs").glob("*.jpg"))) == 2
+
+    review = _run("review", tmp_path / "dataset", "--max-images", "1")
+    assert review.returncode == 0, review.stderr
+    assert "1 of 2 images drawn" in (tmp_path / "dataset" / "review" / "index.html").read_text()
 
 
 def test_internal_errors_keep_their_traceback(photos, tmp_path, monkeypatch):
