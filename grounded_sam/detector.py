@@ -182,7 +182,8 @@ class Florence2Detector:
         self, images: Sequence[np.ndarray], row_tokens: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Generates every row for every image, image-major; returns sequences and per-token log-probabilities."""
-        pixel_values = self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
+        # Resized and normalized where the model runs (transformers' torchvision backend), in one batch.
+        pixel_values = self.processor.image_processor(list(images), return_tensors="pt", device=self.device)["pixel_values"]
         rows_per_image = len(row_tokens["input_ids"])
         tokens = {key: value.repeat(len(images), 1) for key, value in row_tokens.items()}
         greedy = self.num_beams == 1

@@ -39,8 +39,29 @@ def resolve_autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | No
     return None if dtype == "float32" else _DTYPES[dtype]
 
 
+@contextlib.contextmanager
 def autocast(device: torch.device, dtype: torch.dtype | None):
-    """A ``torch.autocast`` context for ``dtype`` on ``device``, or a no-op context when ``dtype`` is None."""
+    """A ``torch.autocast`` context for ``dtype`` on ``device``, or a no-op context when ``dtype`` is None.
+
+    On CUDA, reduced precision also lets the float32 matmuls and convolutions autocast leaves alone use TF32 tensor
+    cores, for the duration of the context only (the flags are process-wide, so they are restored on exit).
+    ``dtype="float32"`` keeps full float32.
+    """
     if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+        yield
+        return
+    with torch.autocast(device.type, dtype=dtype), _tf32(device.type == "cuda"):
+        yield
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

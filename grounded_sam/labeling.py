@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .batching import IsolatingPredictor, chunks, load_batch
 from .dataset_writer import DatasetOptions, DatasetWriter
+from .engine import Engine
 from .folders import (
     assign_split,
     check_split_ratios,
@@ -86,6 +86,7 @@ def label_folder(
     overwrite: bool = False,
     link: bool = True,
     batch_size: int = 8,
+    workers: int = 4,
     progress: bool = True,
     verbose: bool = True,
 ) -> LabelReport:
@@ -94,7 +95,9 @@ def label_folder(
     ``model`` needs ``ontology`` (a CaptionOntology), ``settings()`` (what its outputs depend on) and
     ``predict_arrays(list of (H, W, 3) uint8 RGB arrays) -> list[sv.Detections]``, as ``GroundedSAM2`` has.
     The options are described in README "Auto-label a folder"; ``output_folder`` defaults to
-    ``<input_folder>_labeled`` as in autodistill.
+    ``<input_folder>_labeled`` as in autodistill. Images are decoded on ``workers`` threads ahead of the model and
+    written on a background thread behind it (:class:`grounded_sam.engine.Engine`); ``workers=0`` runs the plain
+    loop in this thread. The dataset written is the same either way.
 
     Raises:
         FileNotFoundError: the input folder is missing or holds no image with the wanted extensions.
@@ -127,7 +130,7 @@ def label_folder(
                 "model": model.settings(), "dataset": asdict(options)}
     writer = DatasetWriter(output_root, options, settings, overwrite=overwrite, link=link)
     try:
-        report = _label_sources(model, input_root, sources, writer, skipped, batch_size, progress)
+        report = _label_sources(model, input_root, sources, writer, skipped, batch_size, workers, progress)
         report.images_found = len(found)
         _fill_totals(report, writer.finish(), options, time.perf_counter() - started)
         writer.write_report(report.to_dict())
@@ -144,21 +147,20 @@ def default_output_folder(input_root: Path) -> Path:
     return resolved.with_name(f"{resolved.name}_labeled")
 
 
-def _label_sources(model, input_root, sources, writer, skipped, batch_size, progress) -> LabelReport:
+def _label_sources(model, input_root, sources, writer, skipped, batch_size, workers, progress) -> LabelReport:
     names = output_names(sources, writer.done)
     todo = [source for source in sources if source not in writer.done]
     report = LabelReport(str(input_root), str(writer.root), already_done=len(sources) - len(todo), skipped=skipped)
-    predictor = IsolatingPredictor(model, report.skipped)
     options = writer.options
+
+    def write(source, image, detections):  # on the engine's background thread, one image at a time, in order
+        split_name = assign_split(source, options.split, options.seed)
+        writer.write(source, input_root / source, names[source], split_name, image.shape, detections)
+        report.labeled_this_run += 1
+
     with tqdm(total=len(sources), initial=report.already_done, unit="img", disable=None if progress else True,
               desc="Labeling") as bar:
-        for batch in chunks(todo, batch_size):
-            loaded = load_batch(input_root, batch, report.skipped)
-            for (source, image), detections in predictor(loaded):
-                split_name = assign_split(source, options.split, options.seed)
-                writer.write(source, input_root / source, names[source], split_name, image.shape, detections)
-                report.labeled_this_run += 1
-            bar.update(len(batch))
+        Engine(model, batch_size, workers).run(input_root, todo, write, report.skipped, on_batch=bar.update)
     return report
 
 

@@ -182,7 +182,7 @@ class GroundedSAM2:
         ``extension=None`` takes every common image format. ``output_folder`` defaults to
         ``<input_folder>_labeled``. Keyword options (``recursive``, ``split``, ``seed``, ``formats``,
         ``yolo_boxes_only``, ``coco_segmentation``, ``polygon_approximation``, ``keep_empty``,
-        ``record_confidence``, ``overwrite``, ``link``, ``batch_size``, ``progress``, ``verbose``) are those of
+        ``record_confidence``, ``overwrite``, ``link``, ``batch_size``, ``workers``, ``progress``, ``verbose``) are those of
         :func:`grounded_sam.labeling.label_folder` and README "Auto-label a folder".
 
         Returns:

@@ -34,7 +34,8 @@ def upsample_masks(processor, low_res: torch.Tensor, size: tuple[int, int]) -> n
 
 def encode_images(model, processor, images: Sequence[np.ndarray], autocast_dtype) -> list[torch.Tensor]:
     """One image-encoder pass over (H, W, 3) uint8 RGB images: SAM 2's feature levels, batch first."""
-    inputs = processor(images=sam_pixels(images), do_rescale=False, return_tensors="pt")
+    # Resized and normalized where the model runs (transformers' torchvision backend), in one batch.
+    inputs = processor(images=sam_pixels(images, model.device), do_rescale=False, return_tensors="pt", device=model.device)
     with autocast(model.device, autocast_dtype):
         return model.get_image_embeddings(inputs["pixel_values"].to(model.device, model.dtype))
 
@@ -49,13 +50,15 @@ def mask_detections(masks: np.ndarray, scores: np.ndarray, data: dict | None = N
     )
 
 
-def sam_pixels(images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+def sam_pixels(images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> list[torch.Tensor]:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1], for the SAM 2 processor with ``do_rescale=False``.
 
     Given uint8, transformers resizes to 1024 in uint8 and rescales after; Meta's predictor converts to float first.
     The rounding in between moves mask logits by ~5e-3 and flips mask pixels, so images go in as floats.
+    The uint8 pixels travel to ``device`` before the conversion (a quarter of the float32 bytes).
     """
-    return [torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0) for image in images]
+    return [torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float().div_(255.0)
+            for image in images]
 
 
 class Sam2Segmenter:

@@ -1,0 +1,160 @@
+"""Throughput: keep the model busy while images are read ahead and results are written behind.
+
+The model's math is not touched here: each batch goes through ``model.predict_arrays`` exactly as
+``GroundedSAM2.predict_batch`` sends it, so the results are the same. What the engine adds is scheduling:
+
+- image decoding (and EXIF, colour conversion) on worker threads, ``prefetch`` batches ahead of the model;
+- whatever consumes a result (polygon/RLE conversion and file writes in labeling) on one background thread, at most
+  ``prefetch`` batches behind, so memory stays bounded;
+- on CUDA out-of-memory, the batch is split in halves and retried, and later batches use the smaller size;
+- optional ``torch.compile`` of the two image encoders.
+
+Threads suffice: decoding (Pillow), mask conversion (OpenCV, pycocotools, numpy) and torch release the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import supervision as sv
+import torch
+
+from .batching import IsolatingPredictor, load_batch
+
+logger = logging.getLogger(__name__)
+
+Loaded = list[tuple[PurePosixPath, np.ndarray]]
+
+
+class Engine:
+    """Runs a model over many image files with loading ahead and consuming behind.
+
+    Args:
+        model: anything with ``predict_arrays(list of (H, W, 3) uint8 RGB) -> list[sv.Detections]`` (``GroundedSAM2``).
+        batch_size: images per model call (lowered for good after a CUDA out-of-memory).
+        workers: threads that decode images; 0 does everything in the calling thread, in order (the plain loop).
+        prefetch: batches loaded ahead of the model, and batches of results waiting to be consumed, at most.
+    """
+
+    def __init__(self, model, batch_size: int = 8, workers: int = 4, prefetch: int = 2):
+        if batch_size < 1 or workers < 0 or prefetch < 1:
+            raise ValueError(f"need batch_size >= 1, workers >= 0, prefetch >= 1; got {batch_size}, {workers}, {prefetch}")
+        self.model, self.batch_size, self.workers, self.prefetch = model, batch_size, workers, prefetch
+
+    def run(
+        self,
+        root: Path,
+        sources: Sequence[PurePosixPath],
+        consume: Callable[[PurePosixPath, np.ndarray, sv.Detections], None],
+        skipped: list,
+        on_batch: Callable[[int], None] = lambda count: None,
+    ) -> None:
+        """Predicts ``root / source`` for every source and calls ``consume(source, image, detections)`` for each, in
+        order, on a background thread (or inline with ``workers=0``). Unreadable images and images the model fails
+        on alone go to ``skipped``; an exception from ``consume`` stops the run and is re-raised here.
+        ``on_batch(n)`` is called from this thread after each batch of ``n`` sources was handed on."""
+        predictor = IsolatingPredictor(_HalvingOnOutOfMemory(self), skipped)
+        if self.workers == 0:
+            for batch in self._batches(sources):
+                for (source, image), detections in predictor(load_batch(root, batch, skipped)):
+                    consume(source, image, detections)
+                on_batch(len(batch))
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="load") as loaders, \
+                ThreadPoolExecutor(1, thread_name_prefix="consume") as consumer:
+            pending: deque[Future] = deque()
+            for batch, loaded in self._loaded_ahead(loaders, root, sources, skipped):
+                results = predictor(loaded)
+                while len(pending) >= self.prefetch:  # bounded: a slow disk slows the model, memory stays flat
+                    pending.popleft().result()
+                pending.append(consumer.submit(_consume_all, consume, results))
+                on_batch(len(batch))
+            while pending:
+                pending.popleft().result()
+
+    def _batches(self, sources: Sequence) -> Iterator[Sequence]:
+        """Consecutive batches of ``batch_size``, read anew for each batch (it drops after an out-of-memory)."""
+        start = 0
+        while start < len(sources):
+            yield sources[start : start + self.batch_size]
+            start += self.batch_size
+
+    def _loaded_ahead(self, loaders, root, sources, skipped) -> Iterator[tuple[Sequence, Loaded]]:
+        """Batches of loaded images, decoding up to ``prefetch`` batches ahead on the loader threads."""
+        ahead: deque[tuple[Sequence, list[Future]]] = deque()
+        batches = self._batches(sources)
+        while True:
+            while len(ahead) <= self.prefetch:
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                ahead.append((batch, [loaders.submit(_load_one, root, source) for source in batch]))
+            if not ahead:
+                return
+            batch, futures = ahead.popleft()
+            loaded = []
+            for source, future in zip(batch, futures):
+                image, reason = future.result()
+                if image is None:
+                    skipped.append({"path": str(source), "reason": reason})
+                else:
+                    loaded.append((source, image))
+            yield batch, loaded
+
+
+def _load_one(root: Path, source: PurePosixPath) -> tuple[np.ndarray | None, str | None]:
+    reasons: list = []
+    loaded = load_batch(root, [source], reasons)
+    return (loaded[0][1], None) if loaded else (None, reasons[0]["reason"])
+
+
+def _consume_all(consume, results) -> None:
+    for (source, image), detections in results:
+        consume(source, image, detections)
+
+
+class _HalvingOnOutOfMemory:
+    """``predict_arrays`` that, on CUDA out-of-memory, frees the cache, splits the batch in halves and retries; the
+    engine's batch size drops to the size that worked, so the next batches do not hit the wall again."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def predict_arrays(self, images: list[np.ndarray]) -> list[sv.Detections]:
+        try:
+            return self.engine.model.predict_arrays(images)
+        except torch.OutOfMemoryError:
+            if len(images) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = (len(images) + 1) // 2
+            if half < self.engine.batch_size:
+                logger.warning("Out of GPU memory with %d images per batch: retrying in batches of %d, and using %d "
+                               "from now on", len(images), half, half)
+                self.engine.batch_size = half
+            return self.predict_arrays(images[:half]) + self.predict_arrays(images[half:])
+
+
+def compile_encoders(model) -> None:
+    """Wraps the Florence-2 vision tower and the SAM 2 image encoder of a ``GroundedSAM2`` in ``torch.compile``.
+
+    The first batches are slow (compilation, once per image batch shape); results may differ from eager mode at
+    float-rounding level, because fused kernels round differently.
+    """
+    florence = model.detector.model.model
+    florence.vision_tower = torch.compile(florence.vision_tower)
+    sam = model.segmenter.model
+    sam.vision_encoder = torch.compile(sam.vision_encoder)
+
+
+def predict_paths(model, root: Path, sources: Iterable[PurePosixPath], batch_size: int = 8, workers: int = 4) -> dict:
+    """``{source: detections}`` for image files under ``root`` through the engine; unreadable ones are left out.
+    A convenience for benchmarks and tests; labeling streams results to disk instead of keeping them."""
+    results: dict = {}
+    Engine(model, batch_size, workers).run(root, list(sources), lambda s, image, found: results.__setitem__(s, found), [])
+    return results

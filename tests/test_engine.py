@@ -1,0 +1,133 @@
+"""The throughput engine: same results as the plain pipeline, bounded look-ahead, out-of-memory halving, errors."""
+
+import logging
+import threading
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pytest
+import torch
+from canned import CannedModel, canned_detections, make_good_images
+from PIL import Image
+from skimage import data as skdata
+
+from grounded_sam import engine as engine_module
+from grounded_sam import label_folder
+from grounded_sam.engine import Engine, predict_paths
+
+
+def _assert_same(left, right):
+    assert len(left) == len(right)
+    for a, b in zip(left, right):
+        assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.mask, b.mask)
+        assert np.array_equal(a.confidence, b.confidence) and np.array_equal(a.class_id, b.class_id)
+        assert list(a.data["class_name"]) == list(b.data["class_name"])
+        assert np.array_equal(a.data["mask_score"], b.data["mask_score"])
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("engine_photos")
+    for index, picture in enumerate([skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket()] * 2):
+        Image.fromarray(picture[:: 2 + index % 3, :: 2 + index % 2]).save(folder / f"p{index}.jpg", quality=90)
+    (folder / "broken.jpg").write_bytes(b"nope")
+    return folder
+
+
+@pytest.mark.slow
+def test_engine_detections_equal_the_plain_pipeline(model, photos):
+    sources = sorted(PurePosixPath(path.name) for path in photos.iterdir() if path.name != "broken.jpg")
+    plain = model.predict_batch([photos / source for source in sources], batch_size=3)
+    engine = predict_paths(model, photos, sources, batch_size=3, workers=3)
+    assert list(engine) == sources
+    assert sum(len(found) for found in plain) > 0  # the comparison covers real masks
+    _assert_same(list(engine.values()), plain)
+
+
+def _files(folder: Path) -> dict:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name not in ("report.json", "lock")}
+
+
+@pytest.mark.slow
+def test_labeling_with_the_engine_writes_the_same_dataset_as_the_plain_loop(model, photos, tmp_path):
+    pipelined = label_folder(model, photos, output_folder=tmp_path / "a", workers=4, batch_size=3, progress=False,
+                             verbose=False)
+    plain = label_folder(model, photos, output_folder=tmp_path / "b", workers=0, batch_size=3, progress=False,
+                         verbose=False)
+    files_a, files_b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert files_a.keys() == files_b.keys() and len(files_a) > 20
+    different = [name for name in files_a if files_a[name] != files_b[name] and not name.endswith("settings.json")]
+    assert different == ["data.yaml"]  # it names its own folder
+    assert pipelined.skipped == plain.skipped and pipelined.images_labeled == plain.images_labeled == 8
+
+
+def test_loading_runs_ahead_by_at_most_prefetch_batches(tmp_path, monkeypatch):
+    make_good_images(tmp_path, 20)
+    started = []
+    real_load = engine_module._load_one
+    monkeypatch.setattr(engine_module, "_load_one", lambda root, source: started.append(source) or real_load(root, source))
+
+    class Watching(CannedModel):
+        def predict_arrays(self, images):
+            done = sum(self.batches)
+            assert len(started) <= done + (1 + 2) * 3, "loaded too far ahead"
+            return super().predict_arrays(images)
+
+    watching = Watching()
+    sources = sorted(PurePosixPath(path.name) for path in tmp_path.iterdir())
+    results = predict_paths(watching, tmp_path, sources, batch_size=3, workers=4)
+    assert list(results) == sources and watching.batches == [3] * 6 + [2]
+
+
+class RunsOutOfMemory(CannedModel):
+    """Raises CUDA's out-of-memory error for batches larger than ``limit``."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def predict_arrays(self, images):
+        if len(images) > self.limit:
+            self.batches.append(-len(images))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().predict_arrays(images)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_out_of_memory_halves_the_batch_retries_and_says_so(tmp_path, caplog, workers):
+    make_good_images(tmp_path, 11)
+    sources = sorted(PurePosixPath(path.name) for path in tmp_path.iterdir())
+    model, skipped = RunsOutOfMemory(limit=2), []
+    engine = Engine(model, batch_size=8, workers=workers)
+    results = {}
+    with caplog.at_level(logging.WARNING, logger="grounded_sam.engine"):
+        engine.run(tmp_path, sources, lambda source, image, found: results.__setitem__(source, found), skipped)
+    assert list(results) == sources and skipped == []
+    assert engine.batch_size == 2
+    assert model.batches[:3] == [-8, -4, 2]  # 8 fails, 4 fails, then halves of 2 go through
+    assert "Out of GPU memory with 8 images per batch: retrying in batches of 4" in caplog.text
+    for source in sources:
+        expected = canned_detections(np.asarray(Image.open(tmp_path / source).convert("RGB")))
+        assert np.array_equal(results[source].mask, expected.mask)
+
+
+def test_a_failing_consumer_stops_the_run_with_its_error(tmp_path):
+    make_good_images(tmp_path, 12)
+    sources = sorted(PurePosixPath(path.name) for path in tmp_path.iterdir())
+    seen = []
+
+    def consume(source, image, found):
+        if len(seen) == 4:
+            raise OSError(28, "No space left on device")
+        seen.append((source, threading.current_thread().name))
+
+    with pytest.raises(OSError, match="No space left"):
+        Engine(CannedModel(), batch_size=2, workers=2).run(tmp_path, sources, consume, [])
+    assert [source for source, _ in seen] == sources[:4]  # in order
+    assert all(name.startswith("consume") for _, name in seen)  # behind the model, on its own thread
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="batch_size >= 1"):
+        Engine(CannedModel(), batch_size=0)
