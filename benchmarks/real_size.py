@@ -100,7 +100,12 @@ def build_florence2(directory: str | os.PathLike, size: str = "base", seed: int 
     Returns:
         ``directory``, loadable with ``Florence2ForConditionalGeneration.from_pretrained`` and ``AutoProcessor``.
     """
-    from transformers import CLIPImageProcessor, Florence2Config, Florence2ForConditionalGeneration, Florence2Processor
+    from transformers import (
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
 
     spec, directory = FLORENCE2_SIZES[size], Path(directory)
     tokenizer = florence_tokenizer()

@@ -26,6 +26,7 @@ Dtype = Annotated[str, typer.Option(help="auto (bf16 on CUDA), float32, bfloat16
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per model batch.")]
 MinConfidence = Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop boxes below this confidence.")]
 Nms = Annotated[float, typer.Option(min=0.0, max=1.0, help="IoU above which overlapping boxes of a class are suppressed; 0 turns NMS off.")]
+Compile = Annotated[bool, typer.Option(help="torch.compile the image encoders (long runs on a GPU).")]
 
 
 class UserError(Exception):
@@ -75,6 +76,7 @@ def predict(
     recursive: Annotated[bool, typer.Option(help="Also images in sub-folders.")] = False,
     florence: Florence = None, sam: Sam = None, preset: Preset = "default", device: Device = "auto",
     dtype: Dtype = "auto", batch_size: BatchSize = 8, min_confidence: MinConfidence = 0.0, nms: Nms = 0.7,
+    compile: Compile = False,
 ) -> None:
     """Segment images by text: writes NAME.jpg (masks, boxes, "class 0.87") and NAME.json per image.
 
@@ -84,7 +86,7 @@ def predict(
 
     if not source.exists():  # before the models load, which takes a while
         raise UserError(f"Not found: {source} (give an image file or a folder of images)")
-    model = _model(_ontology(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms)
+    model = _model(_ontology(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms, compile)
     summary = predict_files(model, source, output, recursive=recursive, batch_size=batch_size)
     _print_summary(summary)
     if summary["written"] == 0:
@@ -108,6 +110,8 @@ def label(
     review: Annotated[bool, typer.Option(help="Also write the HTML review page (review/index.html).")] = False,
     florence: Florence = None, sam: Sam = None, preset: Preset = "default", device: Device = "auto",
     dtype: Dtype = "auto", batch_size: BatchSize = 8, min_confidence: MinConfidence = 0.0, nms: Nms = 0.7,
+    compile: Compile = False,
+    workers: Annotated[int, typer.Option(min=0, help="Threads decoding images ahead of the model; 0: none.")] = 4,
 ) -> None:
     """Auto-label a folder into a YOLO-seg + COCO dataset (train/valid, data.yaml); rerun the same command to resume.
 
@@ -122,10 +126,10 @@ def label(
         raise UserError(f"Not a folder: {folder} (give the folder of images to label)")
     fractions = check_split_ratios(_fractions(split))
     check_output_folder((output or default_output_folder(folder)).absolute())
-    model = _model(_ontology(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms)
+    model = _model(_ontology(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms, compile)
     report = label_folder(model, folder, extension or None, output, recursive=recursive, split=fractions, seed=seed,
                           formats=format, coco_segmentation=coco_segmentation, overwrite=overwrite,
-                          batch_size=batch_size, verbose=False)
+                          batch_size=batch_size, workers=workers, verbose=False)
     _print_label_summary(report)
     if review:
         _write_review(Path(report.output_folder))
@@ -171,11 +175,11 @@ def _ontology(prompts: list[str] | None, path: Path | None):
     return CaptionOntology(mapping)
 
 
-def _model(ontology, florence, sam, preset, device, dtype, min_confidence, nms):
+def _model(ontology, florence, sam, preset, device, dtype, min_confidence, nms, compile=False):
     from .pipeline import GroundedSAM2
 
     return GroundedSAM2(ontology, florence=florence, sam=sam, preset=preset, device=device, dtype=dtype,
-                        min_confidence=min_confidence, nms_threshold=nms or None)
+                        min_confidence=min_confidence, nms_threshold=nms or None, compile=compile)
 
 
 def _print_summary(summary: dict) -> None:

@@ -131,3 +131,17 @@ def test_a_failing_consumer_stops_the_run_with_its_error(tmp_path):
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="batch_size >= 1"):
         Engine(CannedModel(), batch_size=0)
+
+
+@pytest.mark.slow
+def test_compiled_encoders_give_the_eager_results(model, florence_dir, sam_dir, ontology, photos):
+    from grounded_sam import GroundedSAM2
+
+    compiled = GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", dtype="float32",
+                            max_new_tokens=64, compile=True)
+    assert type(compiled.segmenter.model.vision_encoder).__name__ == "OptimizedModule"
+    images = [photos / "p0.jpg", photos / "p1.jpg"]
+    eager, fast = model.predict_batch(images), compiled.predict_batch(images)
+    for a, b in zip(eager, fast):  # fused kernels may round differently: equal boxes, masks within a few pixels
+        assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.class_id, b.class_id)
+        assert (a.mask != b.mask).mean() < 1e-3

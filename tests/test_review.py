@@ -3,7 +3,6 @@
 import os
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from canned import CannedModel, make_good_images

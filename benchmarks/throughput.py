@@ -1,0 +1,278 @@
+"""Labeling throughput: the usual loop against grounded-sam's engine, same images, same real-size models.
+
+The usual loop is what autodistill-grounded-sam-2 does today (autodistill 0.1.29, autodistill-florence-2 0.1.1):
+one image at a time, Florence-2 in float32 with beam search (3 beams) on one phrase-grounding caption of every class,
+SAM 2's image encoder once per image and its mask decoder once per box (each mask copied back on its own), every
+result kept in memory and written at the end with supervision's ``as_yolo``. The engine is ``GroundedSAM2.label``
+with its defaults (greedy decoding, batches, bf16 on CUDA, loading ahead and writing behind).
+
+Models are real-size architectures with random weights (``real_size.py``, nothing downloaded), so the text they write
+is noise: both sides decode exactly ``--tokens`` new tokens and hand SAM 2 the same four boxes per image, so both do
+the same amount of work. Each side runs in its own process (clean peak memory) after one warm-up image.
+
+    python benchmarks/throughput.py                          # CPU: fast pair, 6 images (a few minutes)
+    python benchmarks/throughput.py --pair default --images 64 --batch-size 16      # on a GPU
+    python benchmarks/throughput.py --pair accurate --images 64 --sides engine      # FLOP floor on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PAIRS = {"fast": ("base", "tiny"), "default": ("large", "base_plus"), "accurate": ("large", "large")}
+CLASSES = {"a person": "person", "a cat": "cat", "a cup": "cup", "a rocket": "rocket"}
+
+
+def fixed_boxes(width: int, height: int) -> np.ndarray:
+    """Four disjoint boxes (xyxy pixels), one per class, the same on both sides."""
+    corners = np.array([[0.05, 0.05, 0.45, 0.45], [0.55, 0.05, 0.95, 0.45], [0.05, 0.55, 0.45, 0.95],
+                        [0.55, 0.55, 0.95, 0.95]], dtype=np.float32)
+    return corners * np.array([width, height, width, height], dtype=np.float32)
+
+
+def make_images(folder: Path, count: int) -> list[Path]:
+    """``count`` JPEG photos of 1024 x 768 (scikit-image's samples, resized), as a user's folder would hold."""
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    paths = []
+    for index in range(count):
+        path = folder / f"photo_{index:04d}.jpg"
+        Image.fromarray(samples[index % len(samples)]).resize((1024, 768)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def models_for(pair: str, cache: Path) -> tuple[Path, Path]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from real_size import build_florence2, build_sam2
+
+    florence_size, sam_size = PAIRS[pair]
+    florence, sam = cache / f"florence2-{florence_size}", cache / f"sam2-{sam_size}"
+    if not (florence / "config.json").is_file():
+        build_florence2(florence, florence_size)
+    if not (sam / "config.json").is_file():
+        build_sam2(sam, sam_size)
+    return florence, sam
+
+
+# --- the usual loop ------------------------------------------------------------------------------------------------
+def usual_loop(florence_dir, sam_dir, paths, output, tokens, device):
+    import cv2
+    import supervision as sv
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration, Sam2Model, Sam2Processor
+
+    florence = Florence2ForConditionalGeneration.from_pretrained(florence_dir, dtype=torch.float32).to(device).eval()
+    processor = AutoProcessor.from_pretrained(florence_dir)
+    sam = Sam2Model.from_pretrained(sam_dir).to(device).eval()
+    sam_processor = Sam2Processor.from_pretrained(sam_dir)
+    classes = list(dict.fromkeys(CLASSES.values()))
+    caption = "<CAPTION_TO_PHRASE_GROUNDING>A photo of " + ", and ".join(classes) + "."
+    sam_autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _nothing()
+
+    @torch.inference_mode()
+    def predict(path):
+        image = Image.fromarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+        inputs = processor(text=caption, images=image, return_tensors="pt").to(device)
+        generated = florence.generate(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"],
+                                      max_new_tokens=tokens, min_new_tokens=tokens, num_beams=3, do_sample=False,
+                                      early_stopping=False)
+        text = processor.batch_decode(generated, skip_special_tokens=False)[0]
+        processor.post_process_generation(text, task="<CAPTION_TO_PHRASE_GROUNDING>", image_size=image.size)
+        boxes = fixed_boxes(*image.size)  # random weights write no usable box; the engine gets the same ones
+        rgb = np.asarray(image)
+        with sam_autocast:
+            sam_inputs = sam_processor(images=rgb, return_tensors="pt").to(device)
+            embeddings = sam.get_image_embeddings(sam_inputs["pixel_values"])
+            masks = []
+            for box in boxes:  # SAM2ImagePredictor.predict(box=box) per detection
+                prompt = sam_processor(input_boxes=[[box.tolist()]], original_sizes=sam_inputs["original_sizes"],
+                                       return_tensors="pt").to(device)
+                output = sam(image_embeddings=embeddings, input_boxes=prompt["input_boxes"], multimask_output=False)
+                mask = sam_processor.post_process_masks(output.pred_masks.float().cpu(), sam_inputs["original_sizes"])
+                masks.append(mask[0][0, 0].numpy())
+        return sv.Detections(xyxy=boxes, mask=np.array(masks, dtype=bool), class_id=np.arange(len(boxes)),
+                             confidence=np.ones(len(boxes), dtype=np.float32))
+
+    predict(paths[0])  # warm-up
+    _sync(device)
+    started = time.perf_counter()
+    annotations = {str(path): predict(path) for path in paths}  # autodistill keeps everything until the end
+    sv.DetectionDataset(classes=classes, images=[str(path) for path in paths], annotations=annotations).as_yolo(
+        images_directory_path=str(output / "images"), annotations_directory_path=str(output / "labels"),
+        data_yaml_path=str(output / "data.yaml"), min_image_area_percentage=0.01)
+    _sync(device)
+    return time.perf_counter() - started
+
+
+# --- the engine ----------------------------------------------------------------------------------------------------
+class FixedBoxes:
+    """The engine's detector, run in full (vision encoder, fixed-length decoding, parsing), with its boxes replaced
+    by :func:`fixed_boxes` so that SAM 2 gets the same work as in the usual loop."""
+
+    def __init__(self, detector):
+        self.detector = detector
+
+    def detect(self, images):
+        import supervision as sv
+
+        self.detector.detect(images)
+        names = list(CLASSES.values())
+        return [sv.Detections(xyxy=fixed_boxes(image.shape[1], image.shape[0]), confidence=np.ones(4, np.float32),
+                              class_id=np.arange(4), data={"class_name": np.array(names), "prompt": np.array(list(CLASSES))})
+                for image in images]
+
+
+def engine(florence_dir, sam_dir, paths, output, tokens, device, batch_size, workers, compile):
+    from grounded_sam import CaptionOntology, GroundedSAM2, load_image
+
+    model = GroundedSAM2(CaptionOntology(CLASSES), florence=florence_dir, sam=sam_dir, device=device,
+                         max_new_tokens=tokens, compile=compile)
+    model.detector.model.generation_config.min_new_tokens = tokens  # fixed length, as on the other side
+    model.detector = FixedBoxes(model.detector)
+    model.predict_arrays([load_image(paths[0])] * min(batch_size, len(paths)))  # warm-up (and compilation)
+    _sync(model.device)
+    started = time.perf_counter()
+    model.label(paths[0].parent, output_folder=output, batch_size=batch_size, workers=workers, progress=False,
+                verbose=False)
+    _sync(model.device)
+    return time.perf_counter() - started, _flops_per_image(model, load_image(paths[0]))
+
+
+def _flops_per_image(model, image) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model.predict_arrays([image])
+    return counter.get_total_flops()
+
+
+def matmul_rate(device: str) -> float:
+    """Measured dense matmul FLOP/s: bf16 on CUDA (the floor the issue names), float32 on CPU."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    size, dtype = (8192, torch.bfloat16) if cuda else (2048, torch.float32)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    repeats = 50 if cuda else 5
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+def run_side(args) -> dict:
+    """In a child process: one side, timed, with its peak memory."""
+    import torch
+
+    from grounded_sam.device import resolve_device
+
+    device = str(resolve_device(args.device))
+    torch.manual_seed(0)
+    paths = sorted(Path(args.photos).glob("*.jpg"))
+    output = Path(tempfile.mkdtemp(prefix=f"{args.side}_"))
+    if args.side == "usual":
+        seconds, flops = usual_loop(args.florence, args.sam, paths, output, args.tokens, device), None
+    else:
+        seconds, flops = engine(args.florence, args.sam, paths, output / "dataset", args.tokens, device,
+                                args.batch_size, args.workers, args.compile)
+    return {"side": args.side, "images": len(paths), "seconds": seconds, "images_per_second": len(paths) / seconds,
+            "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
+            "flops_per_image": flops, "device": device, "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Labeling throughput: the usual loop against the engine.")
+    parser.add_argument("--pair", choices=PAIRS, default="fast", help="fast: base + tiny, default: large + base-plus, "
+                        "accurate: large + large")
+    parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--tokens", type=int, default=40, help="new tokens decoded per sequence, both sides")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the engine's image encoders")
+    parser.add_argument("--sides", default="usual,engine")
+    parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "grounded-sam-bench")
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--photos", help=argparse.SUPPRESS)
+    parser.add_argument("--florence-dir", dest="florence", help=argparse.SUPPRESS)
+    parser.add_argument("--sam-dir", dest="sam", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps(run_side(args)))
+        return
+    florence, sam = models_for(args.pair, args.models)
+    with tempfile.TemporaryDirectory() as scratch:
+        photos = Path(scratch) / "photos"
+        make_images(photos, args.images)
+        results = {}
+        for side in args.sides.split(","):
+            command = [sys.executable, __file__, "--side", side, "--photos", str(photos), "--florence-dir",
+                       str(florence), "--sam-dir", str(sam), "--tokens", str(args.tokens), "--batch-size",
+                       str(args.batch_size), "--workers", str(args.workers), "--device", args.device,
+                       *(["--compile"] if args.compile else [])]
+            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if done.returncode != 0:
+                sys.exit(f"{side} failed:\n{done.stderr[-4000:]}")
+            results[side] = json.loads(done.stdout.strip().splitlines()[-1])
+    report(args, results)
+
+
+def report(args, results: dict) -> None:
+    device = next(iter(results.values()))["device"]
+    print(f"pair {args.pair} {PAIRS[args.pair]}, {args.images} images 1024x768, {args.tokens} new tokens, "
+          f"batch {args.batch_size}, device {device}")
+    print(f"{'side':8} {'images/s':>9} {'seconds':>8} {'peak host MB':>13} {'peak GPU MB':>12}")
+    for side, row in results.items():
+        gpu = f"{row['peak_gpu_mb']:.0f}" if row["peak_gpu_mb"] is not None else "-"
+        print(f"{side:8} {row['images_per_second']:9.3f} {row['seconds']:8.1f} {row['peak_host_mb']:13.0f} {gpu:>12}")
+    if {"usual", "engine"} <= results.keys():
+        ratio = results["engine"]["images_per_second"] / results["usual"]["images_per_second"]
+        print(f"engine / usual loop: {ratio:.2f}x")
+    if "engine" in results:
+        flops = results["engine"]["flops_per_image"]
+        rate = matmul_rate(device)
+        floor = flops / rate  # seconds per image if every FLOP ran at the measured matmul rate
+        achieved = 1 / results["engine"]["images_per_second"]
+        kind = "bf16" if device.startswith("cuda") else "float32"
+        print(f"engine FLOPs per image {flops / 1e12:.3f} TFLOP; {kind} matmul rate {rate / 1e12:.2f} TFLOP/s; "
+              f"FLOP floor {floor * 1e3:.0f} ms/image; reached {100 * floor / achieved:.0f} % of it")
+
+
+if __name__ == "__main__":
+    main()
