@@ -7,8 +7,8 @@ result kept in memory and written at the end with supervision's ``as_yolo``. The
 with its defaults (greedy decoding, batches, bf16 on CUDA, loading ahead and writing behind).
 
 Models are real-size architectures with random weights (``real_size.py``, nothing downloaded), so the text they write
-is noise: both sides decode exactly ``--tokens`` new tokens and hand SAM 2 the same four boxes per image, so both do
-the same amount of work. Each side runs in its own process (clean peak memory) after one warm-up image.
+is noise: both sides decode exactly ``--tokens`` new tokens, hand SAM 2 the same four boxes per image, and write the
+same ellipse-shaped masks (SAM 2's noise masks are computed, then replaced), so both do the same amount of work. Each side runs in its own process (clean peak memory) after one warm-up image.
 
     python benchmarks/throughput.py                          # CPU: fast pair, 6 images (a few minutes)
     python benchmarks/throughput.py --pair default --images 64 --batch-size 16      # on a GPU
@@ -40,6 +40,18 @@ def fixed_boxes(width: int, height: int) -> np.ndarray:
     return corners * np.array([width, height, width, height], dtype=np.float32)
 
 
+def ellipse_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(n, H, W) bool: the ellipse inscribed in each box. Random weights give noise masks, whose polygons are neither
+    realistic nor writable by supervision ("No foreground-contained seam"); both sides write these instead, after
+    SAM 2 has done its full work."""
+    rows, columns = np.mgrid[:height, :width]
+    masks = []
+    for x0, y0, x1, y1 in boxes:
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+        masks.append(((columns - cx) / rx) ** 2 + ((rows - cy) / ry) ** 2 <= 1)
+    return np.array(masks, dtype=bool).reshape(len(boxes), height, width)
+
+
 def make_images(folder: Path, count: int) -> list[Path]:
     """``count`` JPEG photos of 1024 x 768 (scikit-image's samples, resized), as a user's folder would hold."""
     from PIL import Image
@@ -69,7 +81,7 @@ def models_for(pair: str, cache: Path) -> tuple[Path, Path]:
 
 
 # --- the usual loop ------------------------------------------------------------------------------------------------
-def usual_loop(florence_dir, sam_dir, paths, output, tokens, device):
+def usual_loop(florence_dir, sam_dir, paths, output, tokens, device, stopwatch=None):
     import cv2
     import supervision as sv
     import torch
@@ -91,9 +103,10 @@ def usual_loop(florence_dir, sam_dir, paths, output, tokens, device):
         generated = florence.generate(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"],
                                       max_new_tokens=tokens, min_new_tokens=tokens, num_beams=3, do_sample=False,
                                       early_stopping=False)
-        text = processor.batch_decode(generated, skip_special_tokens=False)[0]
-        processor.post_process_generation(text, task="<CAPTION_TO_PHRASE_GROUNDING>", image_size=image.size)
-        boxes = fixed_boxes(*image.size)  # random weights write no usable box; the engine gets the same ones
+        # The text is decoded, but not parsed: the locally built processor has no hub post-processing config, and
+        # random weights write no usable box anyway; both sides get the same fixed boxes (parsing costs ~1 ms).
+        processor.batch_decode(generated, skip_special_tokens=False)
+        boxes = fixed_boxes(*image.size)
         rgb = np.asarray(image)
         with sam_autocast:
             sam_inputs = sam_processor(images=rgb, return_tensors="pt").to(device)
@@ -105,17 +118,24 @@ def usual_loop(florence_dir, sam_dir, paths, output, tokens, device):
                 output = sam(image_embeddings=embeddings, input_boxes=prompt["input_boxes"], multimask_output=False)
                 mask = sam_processor.post_process_masks(output.pred_masks.float().cpu(), sam_inputs["original_sizes"])
                 masks.append(mask[0][0, 0].numpy())
-        return sv.Detections(xyxy=boxes, mask=np.array(masks, dtype=bool), class_id=np.arange(len(boxes)),
-                             confidence=np.ones(len(boxes), dtype=np.float32))
+        return sv.Detections(xyxy=boxes, mask=ellipse_masks(boxes, *np.array(masks).shape[1:]),
+                             class_id=np.arange(len(boxes)), confidence=np.ones(len(boxes), dtype=np.float32))
 
+    if stopwatch is not None:
+        _profile_stages(stopwatch, florence, sam, sam_processor)
     predict(paths[0])  # warm-up
     _sync(device)
+    if stopwatch is not None:
+        stopwatch.reset()
     started = time.perf_counter()
     annotations = {str(path): predict(path) for path in paths}  # autodistill keeps everything until the end
+    written = time.perf_counter()
     sv.DetectionDataset(classes=classes, images=[str(path) for path in paths], annotations=annotations).as_yolo(
         images_directory_path=str(output / "images"), annotations_directory_path=str(output / "labels"),
         data_yaml_path=str(output / "data.yaml"), min_image_area_percentage=0.01)
     _sync(device)
+    if stopwatch is not None:
+        stopwatch.seconds["writing the dataset (as_yolo)"] = time.perf_counter() - written
     return time.perf_counter() - started
 
 
@@ -137,20 +157,44 @@ class FixedBoxes:
                 for image in images]
 
 
-def engine(florence_dir, sam_dir, paths, output, tokens, device, batch_size, workers, compile):
+class EllipseMasks:
+    """The engine's segmenter, run in full, with its masks replaced by :func:`ellipse_masks`, as on the other side."""
+
+    def __init__(self, segmenter):
+        self.segmenter = segmenter
+
+    def segment(self, images, detections):
+        segmented = self.segmenter.segment(images, detections)
+        for image, found in zip(images, segmented):
+            found.mask = ellipse_masks(found.xyxy, *image.shape[:2])
+        return segmented
+
+
+def engine(florence_dir, sam_dir, paths, output, tokens, device, batch_size, workers, compile, stopwatch=None):
     from grounded_sam import CaptionOntology, GroundedSAM2, load_image
 
     model = GroundedSAM2(CaptionOntology(CLASSES), florence=florence_dir, sam=sam_dir, device=device,
                          max_new_tokens=tokens, compile=compile)
     model.detector.model.generation_config.min_new_tokens = tokens  # fixed length, as on the other side
-    model.detector = FixedBoxes(model.detector)
-    model.predict_arrays([load_image(paths[0])] * min(batch_size, len(paths)))  # warm-up (and compilation)
+    if stopwatch is not None:
+        _profile_stages(stopwatch, model.detector.model, model.segmenter.model, model.segmenter.processor)
+        stopwatch.wrap(model, "predict_arrays", "model, all stages (main thread)")
+    model.detector, model.segmenter = FixedBoxes(model.detector), EllipseMasks(model.segmenter)
+    warm_up = min(batch_size, len(paths)) if compile or model.device.type == "cuda" else 1  # full batch: compile
+    model.predict_arrays([load_image(paths[0])] * warm_up)
     _sync(model.device)
+    if stopwatch is not None:
+        stopwatch.reset()
     started = time.perf_counter()
     model.label(paths[0].parent, output_folder=output, batch_size=batch_size, workers=workers, progress=False,
                 verbose=False)
     _sync(model.device)
-    return time.perf_counter() - started, _flops_per_image(model, load_image(paths[0]))
+    seconds = time.perf_counter() - started
+    stages = dict(stopwatch.seconds) if stopwatch is not None else None
+    flops = _flops_per_image(model, load_image(paths[0]))
+    if stopwatch is not None:
+        stopwatch.seconds = stages
+    return seconds, flops
 
 
 def _flops_per_image(model, image) -> float:
@@ -180,6 +224,39 @@ def matmul_rate(device: str) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
+class Stopwatch:
+    """Per-stage wall time: wraps methods of live objects and adds up their seconds (synchronizing CUDA around
+    each call, which costs a little overlap: use it to see where time goes, not for the headline figure)."""
+
+    def __init__(self, device: str):
+        self.device, self.seconds = device, {}
+
+    def wrap(self, owner, name: str, stage: str) -> None:
+        method = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            _sync(self.device)
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                _sync(self.device)
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+    def reset(self) -> None:
+        self.seconds = {}
+
+
+def _profile_stages(stopwatch, florence, sam, sam_processor) -> None:
+    stopwatch.wrap(florence.model, "get_image_features", "florence vision encoder")
+    stopwatch.wrap(florence, "generate", "florence generate (usual: + vision encoder)")
+    stopwatch.wrap(sam, "get_image_embeddings", "sam image encoder")
+    stopwatch.wrap(sam, "forward", "sam mask decoder")
+    stopwatch.wrap(sam_processor, "post_process_masks", "sam mask upsampling")
+
+
 def _sync(device) -> None:
     import torch
 
@@ -205,15 +282,17 @@ def run_side(args) -> dict:
     torch.manual_seed(0)
     paths = sorted(Path(args.photos).glob("*.jpg"))
     output = Path(tempfile.mkdtemp(prefix=f"{args.side}_"))
+    stopwatch = Stopwatch(device) if args.profile else None
     if args.side == "usual":
-        seconds, flops = usual_loop(args.florence, args.sam, paths, output, args.tokens, device), None
+        seconds, flops = usual_loop(args.florence, args.sam, paths, output, args.tokens, device, stopwatch), None
     else:
         seconds, flops = engine(args.florence, args.sam, paths, output / "dataset", args.tokens, device,
-                                args.batch_size, args.workers, args.compile)
+                                args.batch_size, args.workers, args.compile, stopwatch)
     return {"side": args.side, "images": len(paths), "seconds": seconds, "images_per_second": len(paths) / seconds,
             "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
-            "flops_per_image": flops, "device": device, "threads": torch.get_num_threads()}
+            "flops_per_image": flops, "device": device, "threads": torch.get_num_threads(),
+            "stages": stopwatch.seconds if stopwatch is not None else None}
 
 
 def main() -> None:
@@ -227,6 +306,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's image encoders")
     parser.add_argument("--sides", default="usual,engine")
+    parser.add_argument("--profile", action="store_true", help="also print seconds per image in each stage")
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "grounded-sam-bench")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--photos", help=argparse.SUPPRESS)
@@ -245,7 +325,7 @@ def main() -> None:
             command = [sys.executable, __file__, "--side", side, "--photos", str(photos), "--florence-dir",
                        str(florence), "--sam-dir", str(sam), "--tokens", str(args.tokens), "--batch-size",
                        str(args.batch_size), "--workers", str(args.workers), "--device", args.device,
-                       *(["--compile"] if args.compile else [])]
+                       *(["--compile"] if args.compile else []), *(["--profile"] if args.profile else [])]
             done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if done.returncode != 0:
                 sys.exit(f"{side} failed:\n{done.stderr[-4000:]}")
@@ -261,6 +341,9 @@ def report(args, results: dict) -> None:
     for side, row in results.items():
         gpu = f"{row['peak_gpu_mb']:.0f}" if row["peak_gpu_mb"] is not None else "-"
         print(f"{side:8} {row['images_per_second']:9.3f} {row['seconds']:8.1f} {row['peak_host_mb']:13.0f} {gpu:>12}")
+    for side, row in results.items():
+        for stage, seconds in (row["stages"] or {}).items():
+            print(f"  {side:8} {stage:40} {seconds / row['images']:8.3f} s/image")
     if {"usual", "engine"} <= results.keys():
         ratio = results["engine"]["images_per_second"] / results["usual"]["images_per_second"]
         print(f"engine / usual loop: {ratio:.2f}x")

@@ -11,7 +11,7 @@ import supervision as sv
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from .device import autocast
+from .device import autocast, images_per_pass
 from .ontology import CaptionOntology
 from .parsing import LOCATION_BINS, GroundedBox, bins_to_xyxy, match_phrase, non_degenerate, parse_grounded_boxes
 
@@ -189,7 +189,10 @@ class Florence2Detector:
         greedy = self.num_beams == 1
         recorder = _LocationLogProbs(self.model.lm_head, *self._location_tokens()) if greedy else contextlib.nullcontext()
         with autocast(self.device, self.autocast_dtype), recorder:
-            features = self.model.get_image_features(pixel_values.to(self.device, self.model.dtype)).pooler_output
+            pixel_values = pixel_values.to(self.device, self.model.dtype)
+            step = images_per_pass(self.device, len(pixel_values))
+            features = torch.cat([self.model.get_image_features(pixel_values[start : start + step]).pooler_output
+                                  for start in range(0, len(pixel_values), step)])
             output = self.model.generate(
                 **tokens,
                 mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features.repeat_interleave(

@@ -9,7 +9,7 @@ import numpy as np
 import supervision as sv
 import torch
 
-from .device import autocast
+from .device import autocast, images_per_pass
 
 _UPSAMPLE_BUDGET = 64_000_000  # float32 values of masks upsampled at once (256 MB)
 
@@ -36,8 +36,12 @@ def encode_images(model, processor, images: Sequence[np.ndarray], autocast_dtype
     """One image-encoder pass over (H, W, 3) uint8 RGB images: SAM 2's feature levels, batch first."""
     # Resized and normalized where the model runs (transformers' torchvision backend), in one batch.
     inputs = processor(images=sam_pixels(images, model.device), do_rescale=False, return_tensors="pt", device=model.device)
+    pixel_values = inputs["pixel_values"].to(model.device, model.dtype)
+    step = images_per_pass(model.device, len(pixel_values))
     with autocast(model.device, autocast_dtype):
-        return model.get_image_embeddings(inputs["pixel_values"].to(model.device, model.dtype))
+        passes = [model.get_image_embeddings(pixel_values[start : start + step])
+                  for start in range(0, len(pixel_values), step)]
+    return [torch.cat(levels) for levels in zip(*passes)]
 
 
 def mask_detections(masks: np.ndarray, scores: np.ndarray, data: dict | None = None) -> sv.Detections:
@@ -64,7 +68,8 @@ def sam_pixels(images: Sequence[np.ndarray], device: torch.device | str = "cpu")
 class Sam2Segmenter:
     """Adds a mask to every box with a built SAM 2 model.
 
-    One image-encoder pass per batch; all boxes of the batch decoded in one mask-decoder call. transformers' processor
+    One image-encoder pass per batch and all boxes of the batch decoded in one mask-decoder call (on a GPU; a CPU
+    takes one image per pass, see :func:`grounded_sam.device.images_per_pass`). transformers' processor
     refuses images with different box counts, so each image's boxes are padded to the longest list by repeating its
     first box and the padding is sliced off (SAM 2 decodes each box prompt independently).
 
@@ -101,9 +106,11 @@ class Sam2Segmenter:
         with_boxes = [i for i, found in enumerate(detections) if len(found) > 0]
         masks: dict[int, np.ndarray] = {}
         scores: dict[int, np.ndarray] = {}
-        if with_boxes:
-            decoded = self._decode([images[i] for i in with_boxes], [detections[i].xyxy for i in with_boxes])
-            for i, (image_masks, image_scores) in zip(with_boxes, decoded):
+        step = images_per_pass(self.device, len(with_boxes))
+        for start in range(0, len(with_boxes), step):
+            chunk = with_boxes[start : start + step]
+            decoded = self._decode([images[i] for i in chunk], [detections[i].xyxy for i in chunk])
+            for i, (image_masks, image_scores) in zip(chunk, decoded):
                 masks[i], scores[i] = image_masks, image_scores
         results = []
         for i, (image, found) in enumerate(zip(images, detections)):

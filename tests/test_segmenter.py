@@ -8,6 +8,7 @@ import supervision as sv
 import torch
 
 from grounded_sam import Sam2Segmenter
+from grounded_sam.device import images_per_pass
 from grounded_sam.segmenter import sam_pixels
 
 
@@ -55,16 +56,21 @@ def test_uneven_box_counts_batched_equal_one_by_one(sam, batch):
         np.testing.assert_allclose(together.data["mask_score"], alone.data["mask_score"], atol=1e-5)
 
 
-def test_one_encoder_pass_and_one_decoder_call_per_batch(sam, batch):
+@pytest.mark.parametrize("device_type, passes", [("cuda", 1), ("cpu", 2)])
+def test_one_encoder_pass_and_one_decoder_call_per_batch_on_gpus_per_image_on_cpus(sam, batch, device_type, passes):
     images, boxes = batch
     segmenter = Sam2Segmenter(*sam)
     model = segmenter.model
+    as_if = lambda device, size: images_per_pass(torch.device(device_type), size)  # noqa: E731
     with mock.patch.object(model, "get_image_embeddings", wraps=model.get_image_embeddings) as encode, mock.patch.object(
         model.mask_decoder, "forward", wraps=model.mask_decoder.forward
-    ) as decode:
-        segmenter.segment(images, boxes)
-    assert encode.call_count == 1 and encode.call_args.args[0].shape[0] == 2  # the box-less image is not encoded
-    assert decode.call_count == 1
+    ) as decode, mock.patch("grounded_sam.segmenter.images_per_pass", as_if):
+        together = segmenter.segment(images, boxes)
+    assert encode.call_count == passes and decode.call_count == passes
+    assert sum(call.args[0].shape[0] for call in encode.call_args_list) == 2  # the box-less image is not encoded
+    alone = [segmenter.segment([image], [found])[0] for image, found in zip(images, boxes)]
+    for a, b in zip(together, alone):  # grouping changes rounding at most
+        assert a.mask.shape == b.mask.shape and (a.mask != b.mask).sum() <= 1e-3 * a.mask.size
 
 
 def test_images_without_boxes_cost_no_model_call(sam, batch):

@@ -1,0 +1,44 @@
+"""The benchmark scripts run end to end (on the tiny models here), so they do not rot between measurements."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+pytestmark = pytest.mark.slow
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_sides_run_and_do_the_same_work(florence_dir, sam_dir, tmp_path):
+    throughput = _load("throughput")
+    paths = throughput.make_images(tmp_path / "photos", 3)
+    usual = throughput.Stopwatch("cpu")
+    seconds = throughput.usual_loop(florence_dir, sam_dir, paths, tmp_path / "usual", 4, "cpu", usual)
+    assert seconds > 0 and len(list((tmp_path / "usual" / "labels").glob("*.txt"))) == 3
+    engine = throughput.Stopwatch("cpu")
+    seconds, flops = throughput.engine(florence_dir, sam_dir, paths, tmp_path / "engine", 4, "cpu", 2, 2, False, engine)
+    assert seconds > 0 and flops > 0
+    assert len(list((tmp_path / "engine").glob("*/labels/*.txt"))) == 3
+    for stopwatch in (usual, engine):
+        assert {"sam image encoder", "sam mask decoder"} <= stopwatch.seconds.keys()
+    # same boxes and masks written on both sides: one YOLO line per fixed box
+    usual_lines = sorted(len(p.read_text().splitlines()) for p in (tmp_path / "usual" / "labels").glob("*.txt"))
+    engine_lines = sorted(len(p.read_text().splitlines()) for p in (tmp_path / "engine").glob("*/labels/*.txt"))
+    assert usual_lines == engine_lines == [4, 4, 4]
+
+
+def test_ellipse_masks_fill_their_boxes():
+    throughput = _load("throughput")
+    masks = throughput.ellipse_masks(np.array([[10, 20, 50, 40]], dtype=np.float32), 60, 80)
+    assert masks.shape == (1, 60, 80) and masks[0, 30, 30] and not masks[0, 5, 5]
+    assert abs(masks.sum() - np.pi * 20 * 10) < 20
