@@ -12,8 +12,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .annotate import annotate
-from .batching import IsolatingPredictor, chunks, load_batch
 from .dataset_files import atomic_write_text
+from .engine import Engine
 from .folders import find_images, output_names
 from .formats import mask_to_rle
 
@@ -39,12 +39,14 @@ def detections_to_json(detections: sv.Detections, source: str, height: int, widt
 
 
 def predict_files(model, source: str | Path, output: str | Path, recursive: bool = False, batch_size: int = 8,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, workers: int = 4) -> dict:
     """Runs ``model`` (a ``GroundedSAM2``) on an image file or every image of a folder.
 
     Writes ``output/NAME.jpg`` (the image with masks, boxes and "class 0.87" labels) and ``output/NAME.json``
     (:func:`detections_to_json`) per image; names are the folder's relative paths flattened as in labeling.
-    Unreadable images, and images the model fails on alone, are skipped and listed. Returns counts: found, written, skipped, per_class, output.
+    Unreadable images, and images the model fails on alone, are skipped and listed. Images are decoded on ``workers``
+    threads ahead of the model and pictures written on a thread behind it (:class:`grounded_sam.engine.Engine`).
+    Returns counts: found, written, skipped, per_class, output.
     """
     source, output = Path(source), Path(output)
     if output.resolve() == (source.parent if source.is_file() else source).resolve():
@@ -59,14 +61,14 @@ def predict_files(model, source: str | Path, output: str | Path, recursive: bool
     output.mkdir(parents=True, exist_ok=True)
     names = output_names(relative)
     summary = {"found": len(relative), "written": 0, "skipped": [], "per_class": Counter(), "output": str(output)}
-    predictor = IsolatingPredictor(model, summary["skipped"])
+
+    def write(item, image, detections):  # on the engine's background thread, in order
+        _write(output, names[item], str(root / item), image, detections)
+        summary["written"] += 1
+        summary["per_class"].update(detections.data["class_name"].tolist())
+
     with tqdm(total=len(relative), unit="img", disable=None if progress else True, desc="Segmenting") as bar:
-        for batch in chunks(relative, batch_size):
-            for (item, image), detections in predictor(load_batch(root, batch, summary["skipped"])):
-                _write(output, names[item], str(root / item), image, detections)
-                summary["written"] += 1
-                summary["per_class"].update(detections.data["class_name"].tolist())
-            bar.update(len(batch))
+        Engine(model, batch_size, workers).run(root, relative, write, summary["skipped"], on_batch=bar.update)
     summary["per_class"] = {name: summary["per_class"].get(name, 0) for name in model.ontology.classes()}
     return summary
 
