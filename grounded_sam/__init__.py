@@ -10,6 +10,7 @@ from .labeling import LabelReport, label_folder
 from .models import PRESETS, ModelNotAvailableError
 from .ontology import CaptionOntology
 from .pipeline import GroundedSAM2
+from .review import write_review
 from .segmenter import Sam2Segmenter
 
 __version__ = "0.1.0"
@@ -32,5 +33,6 @@ __all__ = [
     "load_image",
     "annotate",
     "plot",
+    "write_review",
     "__version__",
 ]
