@@ -117,18 +117,25 @@ def label(
 
     Example: grounded-sam label photos/ --ontology ontologies/pets.yaml -o pets_dataset --review
     """
-    from .dataset_writer import check_output_folder
-    from .folders import check_split_ratios
+    from .dataset_writer import DatasetOptions, check_output_folder
+    from .folders import check_split_ratios, normalize_extensions
     from .labeling import default_output_folder, label_folder
 
     # What can be checked before the models load (which takes a while) is checked first.
     if not folder.is_dir():
         raise UserError(f"Not a folder: {folder} (give the folder of images to label)")
     fractions = check_split_ratios(_fractions(split))
+    chosen = _ontology(prompt, ontology)
+    formats = tuple(format.replace(" ", "").split(","))
+    try:
+        DatasetOptions(classes=tuple(chosen.classes()), formats=formats, coco_segmentation=coco_segmentation)
+    except ValueError as error:  # name the flags, not the Python arguments
+        raise UserError(str(error).replace("formats", "--format").replace("coco_segmentation", "--coco-segmentation")) from None
+    normalize_extensions(extension or None)
     check_output_folder((output or default_output_folder(folder)).absolute())
-    model = _model(_ontology(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms, compile)
+    model = _model(chosen, florence, sam, preset, device, dtype, min_confidence, nms, compile)
     report = label_folder(model, folder, extension or None, output, recursive=recursive, split=fractions, seed=seed,
-                          formats=format, coco_segmentation=coco_segmentation, overwrite=overwrite,
+                          formats=formats, coco_segmentation=coco_segmentation, overwrite=overwrite,
                           batch_size=batch_size, workers=workers, verbose=False)
     _print_label_summary(report)
     if review:

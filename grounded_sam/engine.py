@@ -15,6 +15,7 @@ Threads suffice: decoding (Pillow), mask conversion (OpenCV, pycocotools, numpy)
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,24 +66,35 @@ class Engine:
                     consume(source, image, detections)
                 on_batch(len(batch))
             return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="load") as loaders, \
-                ThreadPoolExecutor(1, thread_name_prefix="consume") as consumer:
-            pending: deque[Future] = deque()
+        loaders = ThreadPoolExecutor(self.workers, thread_name_prefix="load")
+        consumer = ThreadPoolExecutor(1, thread_name_prefix="consume")
+        stop = threading.Event()  # set on any failure: queued consumer work is dropped, not run after the error
+        pending: deque[Future] = deque()
+        try:
             for batch, loaded in self._loaded_ahead(loaders, root, sources, skipped):
                 results = predictor(loaded)
-                while len(pending) >= self.prefetch:  # bounded: a slow disk slows the model, memory stays flat
+                # Finished consumer work is checked every batch, so its error stops the model at once; at most
+                # `prefetch` batches wait (a slow disk slows the model, and memory stays flat).
+                while pending and (pending[0].done() or len(pending) >= self.prefetch):
                     pending.popleft().result()
-                pending.append(consumer.submit(_consume_all, consume, results))
+                pending.append(consumer.submit(_consume_all, consume, results, stop))
                 on_batch(len(batch))
             while pending:
                 pending.popleft().result()
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            loaders.shutdown(wait=True, cancel_futures=True)
+            consumer.shutdown(wait=True, cancel_futures=stop.is_set())
 
     def _batches(self, sources: Sequence) -> Iterator[Sequence]:
         """Consecutive batches of ``batch_size``, read anew for each batch (it drops after an out-of-memory)."""
         start = 0
         while start < len(sources):
-            yield sources[start : start + self.batch_size]
-            start += self.batch_size
+            batch = sources[start : start + self.batch_size]
+            yield batch
+            start += len(batch)  # not batch_size: it may have dropped while this batch was out
 
     def _loaded_ahead(self, loaders, root, sources, skipped) -> Iterator[tuple[Sequence, Loaded]]:
         """Batches of loaded images, decoding up to ``prefetch`` batches ahead on the loader threads."""
@@ -113,8 +125,10 @@ def _load_one(root: Path, source: PurePosixPath) -> tuple[np.ndarray | None, str
     return (loaded[0][1], None) if loaded else (None, reasons[0]["reason"])
 
 
-def _consume_all(consume, results) -> None:
+def _consume_all(consume, results, stop: threading.Event) -> None:
     for (source, image), detections in results:
+        if stop.is_set():
+            return
         consume(source, image, detections)
 
 
@@ -131,13 +145,14 @@ class _HalvingOnOutOfMemory:
         except torch.OutOfMemoryError:
             if len(images) == 1:
                 raise
-            torch.cuda.empty_cache()
-            half = (len(images) + 1) // 2
-            if half < self.engine.batch_size:
-                logger.warning("Out of GPU memory with %d images per batch: retrying in batches of %d, and using %d "
-                               "from now on", len(images), half, half)
-                self.engine.batch_size = half
-            return self.predict_arrays(images[:half]) + self.predict_arrays(images[half:])
+        # Retried outside the except block: the error's traceback holds the failed pass's tensors until it ends.
+        torch.cuda.empty_cache()
+        half = (len(images) + 1) // 2
+        if half < self.engine.batch_size:
+            logger.warning("Out of GPU memory with %d images per batch: retrying in batches of %d, and using %d "
+                           "from now on", len(images), half, half)
+            self.engine.batch_size = half
+        return self.predict_arrays(images[:half]) + self.predict_arrays(images[half:])
 
 
 def compile_encoders(model) -> None:

@@ -105,8 +105,8 @@ def label_folder(
         OutputWriteError: the output disk failed; what was written is kept and a rerun continues.
     """
     started = time.perf_counter()
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
     input_root = Path(input_folder)
     output_root = Path(output_folder) if output_folder is not None else default_output_folder(input_root)
     formats = formats.replace(" ", "").split(",") if isinstance(formats, str) else formats

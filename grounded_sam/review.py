@@ -105,8 +105,9 @@ def _page(root, classes, cards, total, detections_per_class, images_per_class, s
     missing = "".join(f"<tr><td>{html.escape(item['path'])}</td><td>{html.escape(item['reason'])}</td></tr>"
                       for item in skipped)
     shown = f"{len(cards)} of {total} images drawn (name order)" if len(cards) < total else f"{total} images"
-    # </script> inside the data would end the script element early; "<\/" is the same string to JavaScript.
-    data = json.dumps(cards, ensure_ascii=False).replace("</", "<\\/")
+    # "</script>" or "<!--<script" inside the data would end or derail the script element; JSON's \u escapes are the
+    # same strings to JavaScript.
+    data = json.dumps(cards, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return _TEMPLATE.format(
         title=html.escape(root.name), folder=html.escape(str(root)), shown=shown, rows=rows, options=options,
         splits=splits, skipped_count=len(skipped), missing=missing or '<tr><td colspan="2">none</td></tr>', data=data,

@@ -77,6 +77,8 @@ def test_predict_writes_pictures_and_json_and_reports_bad_images(photos, florenc
         (["label", "{photos}", "-p", "dog", "-o", "{photos}", "--device", "cpu", "--florence", "{florence}",
           "--sam", "{sam}"], "not empty and was not written by grounded-sam"),
         (["review", "{photos}"], "is not a dataset written by grounded-sam"),
+        (["label", "{photos}", "-p", "dog", "--format", "xml"], "--format must be one or both of yolo, coco"),
+        (["label", "{photos}", "-p", "dog", "--coco-segmentation", "mesh"], "--coco-segmentation must be one of"),
     ],
 )
 def test_user_mistakes_print_one_line_and_exit_non_zero(photos, tmp_path, arguments, message, florence_dir, sam_dir):

@@ -100,10 +100,11 @@ def test_out_of_memory_halves_the_batch_retries_and_says_so(tmp_path, caplog, wo
     sources = sorted(PurePosixPath(path.name) for path in tmp_path.iterdir())
     model, skipped = RunsOutOfMemory(limit=2), []
     engine = Engine(model, batch_size=8, workers=workers)
-    results = {}
+    consumed = []
     with caplog.at_level(logging.WARNING, logger="grounded_sam.engine"):
-        engine.run(tmp_path, sources, lambda source, image, found: results.__setitem__(source, found), skipped)
-    assert list(results) == sources and skipped == []
+        engine.run(tmp_path, sources, lambda source, image, found: consumed.append((source, found)), skipped)
+    assert [source for source, _ in consumed] == sources and skipped == []  # each image once, in order
+    results = dict(consumed)
     assert engine.batch_size == 2
     assert model.batches[:3] == [-8, -4, 2]  # 8 fails, 4 fails, then halves of 2 go through
     assert "Out of GPU memory with 8 images per batch: retrying in batches of 4" in caplog.text
@@ -115,16 +116,19 @@ def test_out_of_memory_halves_the_batch_retries_and_says_so(tmp_path, caplog, wo
 def test_a_failing_consumer_stops_the_run_with_its_error(tmp_path):
     make_good_images(tmp_path, 12)
     sources = sorted(PurePosixPath(path.name) for path in tmp_path.iterdir())
-    seen = []
+    seen, failed = [], []
 
     def consume(source, image, found):
-        if len(seen) == 4:
+        if len(seen) == 4 and not failed:  # fails once: anything consumed after the error would show in `seen`
+            failed.append(source)
             raise OSError(28, "No space left on device")
         seen.append((source, threading.current_thread().name))
 
+    model = CannedModel()
     with pytest.raises(OSError, match="No space left"):
-        Engine(CannedModel(), batch_size=2, workers=2).run(tmp_path, sources, consume, [])
-    assert [source for source, _ in seen] == sources[:4]  # in order
+        Engine(model, batch_size=2, workers=2, prefetch=2).run(tmp_path, sources, consume, [])
+    assert [source for source, _ in seen] == sources[:4]  # in order, and nothing written after the failure
+    assert sum(model.batches) <= 2 * (3 + 2)  # the model stopped within `prefetch` batches of the failing one
     assert all(name.startswith("consume") for _, name in seen)  # behind the model, on its own thread
 
 

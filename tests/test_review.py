@@ -16,13 +16,15 @@ REQUIRE_BROWSER = os.environ.get("GROUNDED_SAM_REQUIRE_BROWSER") == "1"
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """Seven labeled images (two of them empty, the canned model finds nothing there) and two skipped files."""
+    """Eight labeled images (three of them empty, the canned model finds nothing there) and two skipped files."""
     root = tmp_path_factory.mktemp("review")
     make_good_images(root / "photos", 7, empty_every=3)
+    # a name that would derail an inline script if the page's JSON were not escaped
+    (root / "photos" / "<!--<script>x.png").write_bytes((root / "photos" / "img_001.png").read_bytes())
     (root / "photos" / "broken.jpg").write_bytes(b"not a picture")
     (root / "photos" / "<img src=x onerror=alert(1)>.png").write_bytes(b"")
     report = label_folder(CannedModel(), root / "photos", output_folder=root / "dataset", progress=False, verbose=False)
-    assert report.images_labeled == 7 and report.images_skipped == 2
+    assert report.images_labeled == 8 and report.images_skipped == 2
     return root / "dataset"
 
 
@@ -40,8 +42,8 @@ def test_page_has_every_thumbnail_count_and_skipped_reason(dataset):
     page = write_review(dataset, progress=False)
     text = page.read_text()
     assert page == dataset / "review" / "index.html"
-    assert len(list((dataset / "review" / "thumbs").glob("*.jpg"))) == 7
-    assert "broken.jpg" in text and "Skipped images (2)" in text
+    assert len(list((dataset / "review" / "thumbs").glob("*.jpg"))) == 8
+    assert "broken.jpg" in text and "<!--" not in text and "Skipped images (2)" in text
     assert "<img src=x onerror=alert(1)>.png" not in text and "&lt;img src=x" in text  # a file name is text, never markup
     assert f"<td>{NO_DETECTIONS}</td><td>0</td><td>{_expected_images_per_class(dataset)[NO_DETECTIONS]}</td>" in text
 
@@ -51,7 +53,7 @@ def test_max_images_limits_thumbnails_not_counts(dataset, tmp_path):
     shutil.copytree(dataset, copy, symlinks=True)
     page = write_review(copy, max_images=3, progress=False)
     assert len(list((copy / "review" / "thumbs").glob("*.jpg"))) == 3
-    assert "3 of 7 images drawn" in page.read_text()
+    assert "3 of 8 images drawn" in page.read_text()
 
 
 @pytest.mark.slow
@@ -73,7 +75,8 @@ def test_page_loads_in_headless_chromium_and_filters_by_class(dataset, tmp_path)
             page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
             page.goto(page_path.as_uri(), wait_until="load")
             thumbs = page.locator("figure.thumb")
-            assert thumbs.count() == 7
+            assert thumbs.count() == 8
+            assert page.get_by_text("<!--<script>x.png", exact=False).count() == 1  # shown as text
             page.wait_for_function("[...document.images].every((image) => image.complete && image.naturalWidth > 0)")
             assert page.locator("#skipped tr").count() == 3  # header + the two skipped files
             for name in ("bright", "dark", NO_DETECTIONS):
