@@ -62,8 +62,7 @@ class Engine:
         predictor = IsolatingPredictor(_HalvingOnOutOfMemory(self), skipped)
         if self.workers == 0:
             for batch in self._batches(sources):
-                for (source, image), detections in predictor(load_batch(root, batch, skipped)):
-                    consume(source, image, detections)
+                _consume_all(consume, predictor(load_batch(root, batch, skipped)), threading.Event())
                 on_batch(len(batch))
             return
         loaders = ThreadPoolExecutor(self.workers, thread_name_prefix="load")
@@ -129,7 +128,13 @@ def _consume_all(consume, results, stop: threading.Event) -> None:
     for (source, image), detections in results:
         if stop.is_set():
             return
-        consume(source, image, detections)
+        try:
+            consume(source, image, detections)
+        except (OSError, KeyboardInterrupt):  # a full or read-only disk: the caller's error to report as it is
+            raise
+        except Exception as error:
+            # Not a ValueError any more: callers (the CLI) read ValueError as a user mistake, and this is a bug.
+            raise RuntimeError(f"Handling the results of {source} failed: {type(error).__name__}: {error}") from error
 
 
 class _HalvingOnOutOfMemory:

@@ -132,6 +132,18 @@ def test_a_failing_consumer_stops_the_run_with_its_error(tmp_path):
     assert all(name.startswith("consume") for _, name in seen)  # behind the model, on its own thread
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bug_in_the_consumer_is_reported_as_an_internal_error_naming_the_image(tmp_path, workers):
+    make_good_images(tmp_path, 3)
+    sources = sorted(PurePosixPath(path.name) for path in tmp_path.iterdir())
+
+    def consume(source, image, found):
+        raise ValueError("No foreground-contained seam found for a mask hole.")
+
+    with pytest.raises(RuntimeError, match="Handling the results of img_000.png failed: ValueError: No foreground"):
+        Engine(CannedModel(), batch_size=2, workers=workers).run(tmp_path, sources, consume, [])
+
+
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="batch_size >= 1"):
         Engine(CannedModel(), batch_size=0)
