@@ -18,6 +18,7 @@ same ellipse-shaped masks (SAM 2's noise masks are computed, then replaced), so 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -94,7 +95,7 @@ def usual_loop(florence_dir, sam_dir, paths, output, tokens, device, stopwatch=N
     sam_processor = Sam2Processor.from_pretrained(sam_dir)
     classes = list(dict.fromkeys(CLASSES.values()))
     caption = "<CAPTION_TO_PHRASE_GROUNDING>A photo of " + ", and ".join(classes) + "."
-    sam_autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _nothing()
+    sam_autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
 
     @torch.inference_mode()
     def predict(path):
@@ -262,14 +263,6 @@ def _sync(device) -> None:
 
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
 
 
 def run_side(args) -> dict:

@@ -189,34 +189,34 @@ def _model(ontology, florence, sam, preset, device, dtype, min_confidence, nms, 
                         min_confidence=min_confidence, nms_threshold=nms or None, compile=compile)
 
 
-def _print_summary(summary: dict) -> None:
-    from rich.console import Console
+def _class_table(per_class: dict, title: str | None = None):
     from rich.table import Table
 
-    table = Table(title=f"{summary['written']} of {summary['found']} images written to {summary['output']}")
+    table = Table(title=title)
     table.add_column("class")
     table.add_column("detections", justify="right")
-    for name, count in summary["per_class"].items():
+    for name, count in per_class.items():
         table.add_row(name, str(count))
+    return table
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+
     console = Console(stderr=True)
-    console.print(table)
+    console.print(_class_table(summary["per_class"],
+                               f"{summary['written']} of {summary['found']} images written to {summary['output']}"))
     for item in summary["skipped"]:
         console.print(f"skipped {item['path']}: {item['reason']}", markup=False)
 
 
 def _print_label_summary(report) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table()
-    table.add_column("class")
-    table.add_column("detections", justify="right")
-    for name, count in report.detections_per_class.items():
-        table.add_row(name, str(count))
     console = Console(stderr=True)
     console.print(f"{report.images_labeled} images ({report.labeled_this_run} labeled now, {report.already_done} "
                   "before)", markup=False, soft_wrap=True)
-    console.print(table)
+    console.print(_class_table(report.detections_per_class))
     splits = ", ".join(f"{name} {count}" for name, count in report.images_per_split.items())
     console.print(f"dataset: {report.output_folder}", markup=False, soft_wrap=True)
     console.print(f"splits: {splits}; without detections: {report.images_empty}; "

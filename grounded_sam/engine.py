@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -171,10 +171,3 @@ def compile_encoders(model) -> None:
     sam = model.segmenter.model
     sam.vision_encoder = torch.compile(sam.vision_encoder)
 
-
-def predict_paths(model, root: Path, sources: Iterable[PurePosixPath], batch_size: int = 8, workers: int = 4) -> dict:
-    """``{source: detections}`` for image files under ``root`` through the engine; unreadable ones are left out.
-    A convenience for benchmarks and tests; labeling streams results to disk instead of keeping them."""
-    results: dict = {}
-    Engine(model, batch_size, workers).run(root, list(sources), lambda s, image, found: results.__setitem__(s, found), [])
-    return results

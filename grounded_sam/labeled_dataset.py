@@ -44,19 +44,24 @@ class LabeledDataset(sv.DetectionDataset):
         self.annotations = _RecordAnnotations(records, list(classes))
         self.report = report
 
+    def class_names(self, image_path: str) -> list[str]:
+        """The class of each detection of one image, read from its record without decoding the masks."""
+        _, entries = read_record(self.annotations.records[image_path])
+        return [self.classes[entry["class_id"]] for entry in entries]
+
 
 class _RecordAnnotations(Mapping):
     """image path -> sv.Detections, decoded from the image's record file on each access."""
 
     def __init__(self, records: dict[str, Path], classes: list[str]):
-        self._records, self._classes = records, classes
+        self.records, self._classes = records, classes
 
     def __getitem__(self, image_path: str) -> sv.Detections:
-        header, entries = read_record(self._records[image_path])
+        header, entries = read_record(self.records[image_path])
         return record_to_detections(entries, self._classes, header["height"], header["width"])
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._records)
+        return iter(self.records)
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self.records)

@@ -13,7 +13,14 @@ from skimage import data as skdata
 
 from grounded_sam import engine as engine_module
 from grounded_sam import label_folder
-from grounded_sam.engine import Engine, predict_paths
+from grounded_sam.engine import Engine
+
+
+def predict_paths(model, root, sources, batch_size, workers) -> dict:
+    """{source: detections} through the engine."""
+    results = {}
+    Engine(model, batch_size, workers).run(root, list(sources), lambda s, image, found: results.__setitem__(s, found), [])
+    return results
 
 
 def _assert_same(left, right):
