@@ -130,9 +130,11 @@ def _consume_all(consume, results, stop: threading.Event) -> None:
             return
         try:
             consume(source, image, detections)
-        except (OSError, KeyboardInterrupt):  # a full or read-only disk: the caller's error to report as it is
-            raise
-        except Exception as error:
+        except BaseException as error:
+            # Set here, not only where the caller sees the error: the next queued batch starts on this thread at once.
+            stop.set()
+            if isinstance(error, OSError) or not isinstance(error, Exception):
+                raise  # a full or read-only disk: the caller's error to report as it is
             # Not a ValueError any more: callers (the CLI) read ValueError as a user mistake, and this is a bug.
             raise RuntimeError(f"Handling the results of {source} failed: {type(error).__name__}: {error}") from error
 

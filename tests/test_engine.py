@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -126,6 +127,7 @@ def test_a_failing_consumer_stops_the_run_with_its_error(tmp_path):
     seen, failed = [], []
 
     def consume(source, image, found):
+        time.sleep(0.05)  # slower than the model: the next batches are queued behind the one that fails
         if len(seen) == 4 and not failed:  # fails once: anything consumed after the error would show in `seen`
             failed.append(source)
             raise OSError(28, "No space left on device")
