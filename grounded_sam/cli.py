@@ -26,7 +26,9 @@ Dtype = Annotated[str, typer.Option(help="auto (bf16 on CUDA), float32, bfloat16
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per model batch.")]
 MinConfidence = Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop boxes below this confidence.")]
 Nms = Annotated[float, typer.Option(min=0.0, max=1.0, help="IoU above which overlapping boxes of a class are suppressed; 0 turns NMS off.")]
-Compile = Annotated[bool, typer.Option(help="torch.compile the image encoders (long runs on a GPU).")]
+Compile = Annotated[
+    bool, typer.Option(help="torch.compile the image encoders and Florence-2's decoding (long runs on a GPU).")
+]
 
 
 class UserError(Exception):

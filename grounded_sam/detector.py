@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import supervision as sv
@@ -61,6 +62,7 @@ class Florence2Detector:
         self.autocast_dtype = autocast_dtype
         self._pieces: dict[int, str] = {}
         self._location_lookup: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._location_recorder: _LocationLogProbs | None = None
         self._row_cache: tuple[list[list[str]], dict[str, torch.Tensor]] | None = None
 
     @property
@@ -187,8 +189,8 @@ class Florence2Detector:
         rows_per_image = len(row_tokens["input_ids"])
         tokens = {key: value.repeat(len(images), 1) for key, value in row_tokens.items()}
         greedy = self.num_beams == 1
-        recorder = _LocationLogProbs(self.model.lm_head, *self._location_tokens()) if greedy else contextlib.nullcontext()
-        with autocast(self.device, self.autocast_dtype), recorder:
+        recording = self._location_log_probs().recording() if greedy else contextlib.nullcontext()
+        with autocast(self.device, self.autocast_dtype), recording as steps:
             pixel_values = pixel_values.to(self.device, self.model.dtype)
             step = images_per_pass(self.device, len(pixel_values))
             features = torch.cat([self.model.get_image_features(pixel_values[start : start + step]).pooler_output
@@ -205,12 +207,18 @@ class Florence2Detector:
             )
         sequences = output.sequences
         if greedy:
-            log_probs = recorder.gather(sequences)
+            log_probs = self._location_log_probs().gather(steps, sequences)
         else:
             # Beam search: the beams' own (processed) scores, realigned to the kept sequences.
             log_probs = self.model.compute_transition_scores(sequences, output.scores, output.beam_indices).float()
             log_probs = torch.cat([torch.zeros_like(log_probs[:, :1]), log_probs], dim=1)  # column 0: start token
         return sequences.cpu(), log_probs[:, : sequences.shape[1]].cpu().numpy()
+
+    def _location_log_probs(self) -> _LocationLogProbs:
+        if self._location_recorder is None:
+            self._location_recorder = _LocationLogProbs(self.model.lm_head, *self._location_tokens())
+            weakref.finalize(self, self._location_recorder.hook.remove)  # detectors may come and go on one model
+        return self._location_recorder
 
     def _location_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ids of ``<loc_0>``..``<loc_999>`` (1000,), and a (vocabulary,) lookup from token id to bin (-1: none)."""
@@ -249,26 +257,35 @@ class _LocationLogProbs:
     transformers' ``output_logits`` keeps a (rows x vocabulary) tensor per step (~200 MB per row over 1024 steps for
     Florence-2); confidence only needs the location tokens, so this hook on ``lm_head`` keeps 1000 values per step.
     It reads the raw logits, like ``output_logits``: processed scores make forced tokens look certain.
+
+    The hook is registered once and records only inside :meth:`recording`. When ``generate`` compiles the decoder
+    (static cache, :func:`grounded_sam.engine.compile_decoding`), a hook added per call, or one whose state the
+    compiler traces, would recompile the decoder at every step; this one stays outside the compiled graph, and its
+    values are copies made there, which CUDA graphs cannot overwrite on their next replay.
     """
 
     def __init__(self, lm_head: torch.nn.Module, location_ids: torch.Tensor, bin_of_token: torch.Tensor):
-        self.lm_head, self.location_ids, self.bin_of_token = lm_head, location_ids, bin_of_token
-        self.steps: list[torch.Tensor] = []
+        self.location_ids, self.bin_of_token = location_ids, bin_of_token
+        self.steps: list[torch.Tensor] | None = None
+        self.hook = lm_head.register_forward_hook(torch.compiler.disable(self._record))
 
-    def __enter__(self):
-        self.handle = self.lm_head.register_forward_hook(self._record)
-        return self
-
-    def __exit__(self, *exc_info):
-        self.handle.remove()
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[torch.Tensor]]:
+        """Records into the list it yields: (rows, 1000) log-probabilities per decoding step."""
+        steps = self.steps = []
+        try:
+            yield steps
+        finally:
+            self.steps = None
 
     def _record(self, module, inputs, logits):
-        last = logits[:, -1].float()
-        self.steps.append(last.index_select(-1, self.location_ids) - last.logsumexp(-1, keepdim=True))
+        if self.steps is not None:
+            last = logits[:, -1].float()
+            self.steps.append(last.index_select(-1, self.location_ids) - last.logsumexp(-1, keepdim=True))
 
-    def gather(self, sequences: torch.Tensor) -> torch.Tensor:
+    def gather(self, steps: list[torch.Tensor], sequences: torch.Tensor) -> torch.Tensor:
         """(rows, length) log-probabilities aligned with ``sequences``; 0 where the token is not a location."""
-        location = torch.stack(self.steps, dim=1)  # (rows, steps, bins); step t wrote sequences[:, t + 1]
+        location = torch.stack(steps, dim=1)  # (rows, steps, bins); step t wrote sequences[:, t + 1]
         bins = self.bin_of_token[sequences[:, 1 : 1 + location.shape[1]]]
         values = location.gather(-1, bins.clamp(min=0)[..., None])[..., 0]
         values = values.where(bins >= 0, torch.zeros_like(values))

@@ -14,7 +14,7 @@ import torch
 from .batching import chunks
 from .detector import PHRASE_GROUNDING, Florence2Detector, check_generation_options
 from .device import resolve_autocast_dtype, resolve_device
-from .engine import compile_encoders
+from .engine import compile_decoding, compile_encoders
 from .images import ImageInput, load_image
 from .interactive import Segmenter
 from .labeled_dataset import LabeledDataset
@@ -44,8 +44,9 @@ class GroundedSAM2:
         max_new_tokens: Florence-2 generation budget per sequence.
         num_beams: 1 for greedy decoding, more for beam search.
         sam_size: size of a Meta checkpoint file (tiny, small, base_plus, large); inferred from the file when None.
-        compile: wrap both image encoders in ``torch.compile`` (:func:`grounded_sam.engine.compile_encoders`): worth
-            it for long labeling runs on a GPU; the first batches pay the compilation.
+        compile: ``torch.compile`` both image encoders and Florence-2's greedy decoding
+            (:func:`grounded_sam.engine.compile_encoders`, :func:`grounded_sam.engine.compile_decoding`): worth it
+            for long labeling runs on a GPU; the first batch of each size pays the compilation.
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class GroundedSAM2:
         self.segmenter = Sam2Segmenter(sam_model, sam_processor, multimask_output, autocast_dtype)
         if compile:
             compile_encoders(self)
+            compile_decoding(self.detector)
         self.min_confidence = min_confidence
         self.nms_threshold = nms_threshold
         self.class_agnostic_nms = class_agnostic_nms

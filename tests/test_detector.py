@@ -162,3 +162,16 @@ def test_prompt_longer_than_the_encoder_raises(florence):
     detector = _detector(florence, CaptionOntology({"dog " * 300: "dog"}))
     with pytest.raises(ValueError, match="tokens long"):
         detector.detect([np.zeros((10, 10, 3), np.uint8)])
+
+
+def test_a_detector_leaves_no_hook_on_the_model_when_it_goes(florence, ontology, images):
+    """The confidence hook stays on ``lm_head`` while its detector lives (compiled decoding needs it fixed), and no
+    longer: detectors made over and over on one model must not pile hooks up."""
+    model, _ = florence
+    before = len(model.lm_head._forward_hooks)
+    for _ in range(3):
+        detector = _detector(florence, ontology)
+        detector.detect(images[:1])
+        assert len(model.lm_head._forward_hooks) == before + 1
+        del detector
+    assert len(model.lm_head._forward_hooks) == before

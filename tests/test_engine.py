@@ -159,14 +159,25 @@ def test_bad_options_are_refused():
 
 
 @pytest.mark.slow
-def test_compiled_encoders_give_the_eager_results(model, florence_dir, sam_dir, ontology, photos):
+def test_compiled_encoders_and_decoding_give_the_eager_results(model, florence_dir, sam_dir, ontology, photos):
+    import torch._dynamo
+
     from grounded_sam import GroundedSAM2
 
+    torch._dynamo.reset()
     compiled = GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", dtype="float32",
                             max_new_tokens=64, compile=True)
     assert type(compiled.segmenter.model.vision_encoder).__name__ == "OptimizedModule"
+    assert compiled.detector.model.generation_config.cache_implementation == "static"
     images = [photos / "p0.jpg", photos / "p1.jpg"]
-    eager, fast = model.predict_batch(images), compiled.predict_batch(images)
+    # Compiled decoding must stay compiled: a decoder recompiled at every step (e.g. by a hook whose state the
+    # compiler guards on) would hit dynamo's recompile limit and quietly run eager.
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        eager, fast = model.predict_batch(images), compiled.predict_batch(images)
     for a, b in zip(eager, fast):  # fused kernels may round differently: equal boxes, masks within a few pixels
         assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.class_id, b.class_id)
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-5)
         assert (a.mask != b.mask).mean() < 1e-3
+    with torch._dynamo.config.patch(error_on_recompile=True):  # the same batch again compiles nothing
+        again = compiled.predict_batch(images)
+    assert all(np.array_equal(a.xyxy, b.xyxy) for a, b in zip(fast, again))
