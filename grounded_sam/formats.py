@@ -20,7 +20,9 @@ YOLO_PRECISION = 5  # decimals of the normalised coordinates, as ultralytics and
 
 def mask_to_rle(mask: np.ndarray) -> dict:
     """(H, W) bool mask -> COCO compressed RLE ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    # pycocotools reads column-major; OpenCV's transpose makes that copy ~10x faster than np.asfortranarray.
+    column_major = cv2.transpose(np.asarray(mask, dtype=bool).view(np.uint8)).T
+    rle = mask_utils.encode(column_major)
     return {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
@@ -114,7 +116,7 @@ def detections_to_record(
         }
         if mask is not None:
             entry["rle"] = mask_to_rle(mask)
-            entry["area"] = int(mask.sum())
+            entry["area"] = int(np.count_nonzero(mask))
             if coco_segmentation == "polygon":
                 entry["polygons"] = coco_polygons(mask, approximation)
                 if entry["polygons"]:  # COCO's area of a polygon annotation is the polygons' (holes filled)
