@@ -101,6 +101,16 @@ class DatasetOptions:
         return SPLIT_NAMES[: len(self.split)]
 
 
+@dataclass(frozen=True)
+class ConvertedLabels:
+    """One image's labels as :meth:`DatasetWriter.convert` makes them, ready to write."""
+
+    count: int  # detections
+    yolo: str | None  # the YOLO label file's text; None when YOLO is not written
+    confidences: str | None  # the confidences file's text (record_confidence), else None
+    entries_json: str  # the record's entries (formats.detections_to_record) as JSON
+
+
 class DatasetWriter:
     """Writes images, labels and records into ``output``; checks that a rerun uses the same settings.
 
@@ -165,8 +175,27 @@ class DatasetWriter:
             self._next_image_id = max(self._next_image_id, header["image_id"] + 1)
             self._next_annotation_id = max(self._next_annotation_id, header["annotation_id"] + header["count"])
 
-    def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape, detections: sv.Detections):
-        """Writes one finished image: its copy, label files and record (last).
+    def convert(self, detections: sv.Detections, image_shape) -> ConvertedLabels:
+        """The label text and record entries of one image: pure (no I/O, no state), so any thread may run it.
+
+        Args:
+            detections: its detections; class_id indexes ``options.classes``.
+            image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
+        """
+        options, yolo, confidences = self.options, None, None
+        if "yolo" in options.formats:
+            lines, sources = yolo_lines(detections, image_shape, options.yolo_boxes_only, options.polygon_approximation)
+            yolo = _text(lines)
+            if options.record_confidence:
+                confidence = detections.confidence if detections.confidence is not None else np.ones(len(detections))
+                confidences = _text(f"{confidence[index]:.4f}" for index in sources)
+        entries = detections_to_record(detections, options.coco_segmentation, options.polygon_approximation)
+        return ConvertedLabels(len(detections), yolo, confidences, json.dumps(entries))
+
+    def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape,
+              labels: sv.Detections | ConvertedLabels):
+        """Writes one finished image: its copy, label files and record (last). Images are written one at a time,
+        in order (ids are handed out here).
 
         Args:
             source: path relative to the input folder (recorded, and the key for resuming).
@@ -174,32 +203,26 @@ class DatasetWriter:
             name: its file name in the dataset (see ``folders.output_names``).
             split: "train", "valid" or "test".
             image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
-            detections: its detections; class_id indexes ``options.classes``.
+            labels: its detections, or what :meth:`convert` made of them.
         """
+        if isinstance(labels, sv.Detections):
+            labels = self.convert(labels, image_shape)
         height, width = image_shape[:2]
-        kept = len(detections) > 0 or self.options.keep_empty
+        kept = labels.count > 0 or self.options.keep_empty
         if kept:
             destination = self.root / split / "images" / name
             self._io(place_image, file, destination, self.link, target=destination)
-            if "yolo" in self.options.formats:
-                self._write_yolo(name, split, image_shape, detections)
+            stem = PurePosixPath(name).stem
+            if labels.yolo is not None:
+                self._io(atomic_write_text, self.root / split / "labels" / f"{stem}.txt", labels.yolo)
+            if labels.confidences is not None:
+                self._io(atomic_write_text, self.root / split / "confidences" / f"{stem}.txt", labels.confidences)
         header = {"source": str(source), "name": name, "split": split, "width": width, "height": height, "kept": kept,
-                  "image_id": self._next_image_id, "annotation_id": self._next_annotation_id, "count": len(detections)}
-        entries = detections_to_record(detections, self.options.coco_segmentation, self.options.polygon_approximation)
-        text = json.dumps(header, ensure_ascii=False) + "\n" + json.dumps(entries) + "\n"
+                  "image_id": self._next_image_id, "annotation_id": self._next_annotation_id, "count": labels.count}
+        text = json.dumps(header, ensure_ascii=False) + "\n" + labels.entries_json + "\n"
         self._io(atomic_write_text, self._records / f"{name}.json", text)
         self._next_image_id += 1
-        self._next_annotation_id += len(detections)
-
-    def _write_yolo(self, name: str, split: str, image_shape, detections: sv.Detections) -> None:
-        options = self.options
-        lines, sources = yolo_lines(detections, image_shape, options.yolo_boxes_only, options.polygon_approximation)
-        stem = PurePosixPath(name).stem
-        self._io(atomic_write_text, self.root / split / "labels" / f"{stem}.txt", _text(lines))
-        if options.record_confidence:
-            confidence = detections.confidence if detections.confidence is not None else np.ones(len(detections))
-            values = [f"{confidence[index]:.4f}" for index in sources]
-            self._io(atomic_write_text, self.root / split / "confidences" / f"{stem}.txt", _text(values))
+        self._next_annotation_id += labels.count
 
     def finish(self) -> dict:
         """Removes files of images that have no record (left by an interrupted run), assembles the COCO files and

@@ -4,8 +4,8 @@ The model's math is not touched here: each batch goes through ``model.predict_ar
 ``GroundedSAM2.predict_batch`` sends it, so the results are the same. What the engine adds is scheduling:
 
 - image decoding (and EXIF, colour conversion) on worker threads, ``prefetch`` batches ahead of the model;
-- whatever consumes a result (polygon/RLE conversion and file writes in labeling) on one background thread, at most
-  ``prefetch`` batches behind, so memory stays bounded;
+- whatever consumes a result behind the model, at most ``prefetch`` batches behind, so memory stays bounded: its pure
+  part (polygon/RLE conversion in labeling) on ``workers`` threads, its writes in order on one background thread;
 - on CUDA out-of-memory, the batch is split in halves and retried, and later batches use the smaller size;
 - optional ``torch.compile`` of the two image encoders and of Florence-2's decoding.
 
@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import supervision as sv
@@ -52,27 +53,35 @@ class Engine:
         self,
         root: Path,
         sources: Sequence[PurePosixPath],
-        consume: Callable[[PurePosixPath, np.ndarray, sv.Detections], None],
+        consume: Callable[[PurePosixPath, np.ndarray, Any], None],
         skipped: list,
         on_batch: Callable[[int], None] = lambda count: None,
+        prepare: Callable[[PurePosixPath, np.ndarray, sv.Detections], Any] | None = None,
     ) -> None:
         """Predicts ``root / source`` for every source and calls ``consume(source, image, detections)`` for each, in
         order, on a background thread (or inline with ``workers=0``). Unreadable images and images the model fails
-        on alone go to ``skipped``; an exception from ``consume`` stops the run and is re-raised here.
-        ``on_batch(n)`` is called from this thread after each batch of ``n`` sources was handed on."""
+        on alone go to ``skipped``; an exception from ``consume`` or ``prepare`` stops the run and is re-raised here.
+        ``on_batch(n)`` is called from this thread after each batch of ``n`` sources was handed on.
+
+        ``prepare(source, image, detections)``, when given, is the pure part of consuming (mask conversion):
+        it runs on ``workers`` threads in any order, and ``consume`` gets its result in place of the detections, so
+        that one in-order thread is left only the writing."""
         predictor = IsolatingPredictor(_HalvingOnOutOfMemory(self), skipped)
         if self.workers == 0:
             for batch in self._batches(sources):
-                _consume_all(consume, predictor(load_batch(root, batch, skipped)), threading.Event())
+                _consume_all(consume, predictor(load_batch(root, batch, skipped)), threading.Event(), prepare)
                 on_batch(len(batch))
             return
         loaders = ThreadPoolExecutor(self.workers, thread_name_prefix="load")
+        converters = ThreadPoolExecutor(self.workers, thread_name_prefix="convert")
         consumer = ThreadPoolExecutor(1, thread_name_prefix="consume")
         stop = threading.Event()  # set on any failure: queued consumer work is dropped, not run after the error
         pending: deque[Future] = deque()
         try:
             for batch, loaded in self._loaded_ahead(loaders, root, sources, skipped):
                 results = predictor(loaded)
+                if prepare is not None:
+                    results = [(item, converters.submit(prepare, *item, found)) for item, found in results]
                 # Finished consumer work is checked every batch, so its error stops the model at once; at most
                 # `prefetch` batches wait (a slow disk slows the model, and memory stays flat).
                 while pending and (pending[0].done() or len(pending) >= self.prefetch):
@@ -87,6 +96,7 @@ class Engine:
         finally:
             loaders.shutdown(wait=True, cancel_futures=True)
             consumer.shutdown(wait=True, cancel_futures=stop.is_set())
+            converters.shutdown(wait=True, cancel_futures=True)  # after the consumer: nothing it waits on is dropped
 
     def _batches(self, sources: Sequence) -> Iterator[Sequence]:
         """Consecutive batches of ``batch_size``, read anew for each batch (it drops after an out-of-memory)."""
@@ -125,12 +135,17 @@ def _load_one(root: Path, source: PurePosixPath) -> tuple[np.ndarray | None, str
     return (loaded[0][1], None) if loaded else (None, reasons[0]["reason"])
 
 
-def _consume_all(consume, results, stop: threading.Event) -> None:
-    for (source, image), detections in results:
+def _consume_all(consume, results, stop: threading.Event, prepare=None) -> None:
+    """``results``: ((source, image), detections) pairs, or ((source, image), Future of prepare's result) pairs."""
+    for (source, image), found in results:
         if stop.is_set():
             return
         try:
-            consume(source, image, detections)
+            if isinstance(found, Future):
+                found = found.result()
+            elif prepare is not None:
+                found = prepare(source, image, found)
+            consume(source, image, found)
         except BaseException as error:
             # Set here, not only where the caller sees the error: the next queued batch starts on this thread at once.
             stop.set()

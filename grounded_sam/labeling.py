@@ -95,9 +95,10 @@ def label_folder(
     ``model`` needs ``ontology`` (a CaptionOntology), ``settings()`` (what its outputs depend on) and
     ``predict_arrays(list of (H, W, 3) uint8 RGB arrays) -> list[sv.Detections]``, as ``GroundedSAM2`` has.
     The options are described in README "Auto-label a folder"; ``output_folder`` defaults to
-    ``<input_folder>_labeled`` as in autodistill. Images are decoded on ``workers`` threads ahead of the model and
-    written on a background thread behind it (:class:`grounded_sam.engine.Engine`); ``workers=0`` runs the plain
-    loop in this thread. The dataset written is the same either way.
+    ``<input_folder>_labeled`` as in autodistill. Images are decoded on ``workers`` threads ahead of the model, their
+    masks converted on ``workers`` threads behind it and the files written in order on one background thread
+    (:class:`grounded_sam.engine.Engine`); ``workers=0`` runs the plain loop in this thread. The dataset written is
+    the same either way.
 
     Raises:
         FileNotFoundError: the input folder is missing or holds no image with the wanted extensions.
@@ -153,14 +154,18 @@ def _label_sources(model, input_root, sources, writer, skipped, batch_size, work
     report = LabelReport(str(input_root), str(writer.root), already_done=len(sources) - len(todo), skipped=skipped)
     options = writer.options
 
-    def write(source, image, detections):  # on the engine's background thread, one image at a time, in order
+    def convert(source, image, detections):  # on the engine's conversion threads, in any order
+        return writer.convert(detections, image.shape)
+
+    def write(source, image, labels):  # on the engine's background thread, one image at a time, in order
         split_name = assign_split(source, options.split, options.seed)
-        writer.write(source, input_root / source, names[source], split_name, image.shape, detections)
+        writer.write(source, input_root / source, names[source], split_name, image.shape, labels)
         report.labeled_this_run += 1
 
     with tqdm(total=len(sources), initial=report.already_done, unit="img", disable=None if progress else True,
               desc="Labeling") as bar:
-        Engine(model, batch_size, workers).run(input_root, todo, write, report.skipped, on_batch=bar.update)
+        Engine(model, batch_size, workers).run(input_root, todo, write, report.skipped, on_batch=bar.update,
+                                               prepare=convert)
     return report
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -45,7 +46,8 @@ def predict_files(model, source: str | Path, output: str | Path, recursive: bool
     Writes ``output/NAME.jpg`` (the image with masks, boxes and "class 0.87" labels) and ``output/NAME.json``
     (:func:`detections_to_json`) per image; names are the folder's relative paths flattened as in labeling.
     Unreadable images, and images the model fails on alone, are skipped and listed. Images are decoded on ``workers``
-    threads ahead of the model and pictures written on a thread behind it (:class:`grounded_sam.engine.Engine`).
+    threads ahead of the model, pictures drawn on ``workers`` threads behind it and written on one
+    (:class:`grounded_sam.engine.Engine`).
     Returns counts: found, written, skipped, per_class, output.
     """
     source, output = Path(source), Path(output)
@@ -62,19 +64,27 @@ def predict_files(model, source: str | Path, output: str | Path, recursive: bool
     names = output_names(relative)
     summary = {"found": len(relative), "written": 0, "skipped": [], "per_class": Counter(), "output": str(output)}
 
-    def write(item, image, detections):  # on the engine's background thread, in order
-        _write(output, names[item], str(root / item), image, detections)
+    def render(item, image, detections):  # on the engine's conversion threads, in any order
+        return _render(str(root / item), image, detections)
+
+    def write(item, image, rendered):  # on the engine's background thread, in order
+        picture, content, class_names = rendered
+        stem = PurePosixPath(names[item]).stem
+        (output / f"{stem}.jpg").write_bytes(picture)
+        atomic_write_text(output / f"{stem}.json", content)
         summary["written"] += 1
-        summary["per_class"].update(detections.data["class_name"].tolist())
+        summary["per_class"].update(class_names)
 
     with tqdm(total=len(relative), unit="img", disable=None if progress else True, desc="Segmenting") as bar:
-        Engine(model, batch_size, workers).run(root, relative, write, summary["skipped"], on_batch=bar.update)
+        Engine(model, batch_size, workers).run(root, relative, write, summary["skipped"], on_batch=bar.update,
+                                               prepare=render)
     summary["per_class"] = {name: summary["per_class"].get(name, 0) for name in model.ontology.classes()}
     return summary
 
 
-def _write(output: Path, name: str, source: str, image: np.ndarray, detections: sv.Detections) -> None:
-    stem = PurePosixPath(name).stem
-    Image.fromarray(annotate(image, detections)).save(output / f"{stem}.jpg", quality=92)
-    content = detections_to_json(detections, source, *image.shape[:2])
-    atomic_write_text(output / f"{stem}.json", json.dumps(content, ensure_ascii=False))
+def _render(source: str, image: np.ndarray, detections: sv.Detections) -> tuple[bytes, str, list[str]]:
+    """The annotated picture as JPEG bytes, the JSON text (:func:`detections_to_json`) and the class names."""
+    picture = io.BytesIO()
+    Image.fromarray(annotate(image, detections)).save(picture, format="JPEG", quality=92)
+    content = json.dumps(detections_to_json(detections, source, *image.shape[:2]), ensure_ascii=False)
+    return picture.getvalue(), content, detections.data["class_name"].tolist()

@@ -153,6 +153,47 @@ def test_a_bug_in_the_consumer_is_reported_as_an_internal_error_naming_the_image
         Engine(CannedModel(), batch_size=2, workers=workers).run(tmp_path, sources, consume, [])
 
 
+def test_prepare_runs_on_several_threads_and_consume_gets_its_result_in_order(tmp_path):
+    """The pure part of consuming (mask conversion) runs concurrently: two calls must meet at a barrier, which a
+    single thread could never pass; the writes still come in order on one thread, with prepare's results."""
+    make_good_images(tmp_path, 8)
+    sources = sorted(PurePosixPath(path.name) for path in tmp_path.iterdir())
+    meet = threading.Barrier(2, timeout=10)
+    calls, threads, consumed = [], set(), []
+
+    def prepare(source, image, found):
+        calls.append(None)
+        threads.add(threading.current_thread().name)
+        if len(calls) <= 2:  # the first two calls wait for each other
+            meet.wait()
+        return ("converted", len(found), image.shape)
+
+    def consume(source, image, converted):
+        consumed.append((source, converted, threading.current_thread().name))
+
+    Engine(CannedModel(), batch_size=4, workers=2).run(tmp_path, sources, consume, [], prepare=prepare)
+    assert [source for source, _, _ in consumed] == sources
+    assert all(converted[0] == "converted" and converted[2] == (48, 64, 3) for _, converted, _ in consumed)
+    assert len({name for _, _, name in consumed}) == 1 and all(name.startswith("convert") for name in threads)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_failing_prepare_stops_the_run_naming_the_image(tmp_path, workers):
+    make_good_images(tmp_path, 6)
+    sources = sorted(PurePosixPath(path.name) for path in tmp_path.iterdir())
+    consumed = []
+
+    def prepare(source, image, found):
+        if len(consumed) == 2:
+            raise ValueError("No foreground-contained seam found for a mask hole.")
+        return found
+
+    with pytest.raises(RuntimeError, match="Handling the results of img_002.png failed: ValueError"):
+        Engine(CannedModel(), batch_size=2, workers=workers).run(
+            tmp_path, sources, lambda source, image, found: consumed.append(source), [], prepare=prepare)
+    assert consumed == sources[:2]
+
+
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="batch_size >= 1"):
         Engine(CannedModel(), batch_size=0)
