@@ -199,11 +199,51 @@ def engine(florence_dir, sam_dir, paths, output, tokens, device, batch_size, wor
 
 
 def _flops_per_image(model, image) -> float:
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    # Counted on the eager path: the same operators, and no compiling under the counter's dispatch mode.
+    with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
         model.predict_arrays([image])
     return counter.get_total_flops()
+
+
+# --- the host side alone -------------------------------------------------------------------------------------------
+class InstantModel:
+    """Answers at once with the benchmark's four boxes and ellipse masks (made once per image size): labeling with
+    it measures what the engine's host side (decoding, mask conversion, YOLO + COCO writes) can take per second, the
+    ceiling for any accelerator."""
+
+    def __init__(self):
+        from grounded_sam import CaptionOntology
+
+        self.ontology, self.masks = CaptionOntology(CLASSES), {}
+
+    def settings(self) -> dict:
+        return {"model": "instant"}
+
+    def predict_arrays(self, images):
+        import supervision as sv
+
+        results = []
+        for image in images:
+            height, width = image.shape[:2]
+            boxes = fixed_boxes(width, height)
+            if (height, width) not in self.masks:
+                self.masks[height, width] = ellipse_masks(boxes, height, width)
+            results.append(sv.Detections(xyxy=boxes, mask=self.masks[height, width].copy(), class_id=np.arange(4),
+                                         confidence=np.ones(4, np.float32),
+                                         data={"class_name": np.array(list(CLASSES.values()))}))
+        return results
+
+
+def host_side(paths, output, batch_size, workers) -> float:
+    from grounded_sam import label_folder
+
+    started = time.perf_counter()
+    label_folder(InstantModel(), paths[0].parent, output_folder=output, batch_size=batch_size, workers=workers,
+                 progress=False, verbose=False)
+    return time.perf_counter() - started
 
 
 def matmul_rate(device: str) -> float:
@@ -278,6 +318,8 @@ def run_side(args) -> dict:
     stopwatch = Stopwatch(device) if args.profile else None
     if args.side == "usual":
         seconds, flops = usual_loop(args.florence, args.sam, paths, output, args.tokens, device, stopwatch), None
+    elif args.side == "host":
+        seconds, flops = host_side(paths, output / "dataset", args.batch_size, args.workers), None
     else:
         seconds, flops = engine(args.florence, args.sam, paths, output / "dataset", args.tokens, device,
                                 args.batch_size, args.workers, args.compile, stopwatch)
@@ -298,7 +340,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's image encoders")
-    parser.add_argument("--sides", default="usual,engine")
+    parser.add_argument("--sides", default="usual,engine", help="any of usual, engine, host (the engine's file "
+                        "handling alone, with a model that answers at once: the most images/s the host can feed)")
     parser.add_argument("--profile", action="store_true", help="also print seconds per image in each stage")
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "grounded-sam-bench")
     parser.add_argument("--side", help=argparse.SUPPRESS)
@@ -309,12 +352,13 @@ def main() -> None:
     if args.side:
         print(json.dumps(run_side(args)))
         return
-    florence, sam = models_for(args.pair, args.models)
+    sides = args.sides.split(",")
+    florence, sam = models_for(args.pair, args.models) if set(sides) - {"host"} else (None, None)
     with tempfile.TemporaryDirectory() as scratch:
         photos = Path(scratch) / "photos"
         make_images(photos, args.images)
         results = {}
-        for side in args.sides.split(","):
+        for side in sides:
             command = [sys.executable, __file__, "--side", side, "--photos", str(photos), "--florence-dir",
                        str(florence), "--sam-dir", str(sam), "--tokens", str(args.tokens), "--batch-size",
                        str(args.batch_size), "--workers", str(args.workers), "--device", args.device,

@@ -42,3 +42,20 @@ def test_ellipse_masks_fill_their_boxes():
     masks = throughput.ellipse_masks(np.array([[10, 20, 50, 40]], dtype=np.float32), 60, 80)
     assert masks.shape == (1, 60, 80) and masks[0, 30, 30] and not masks[0, 5, 5]
     assert abs(masks.sum() - np.pi * 20 * 10) < 20
+
+
+def test_host_side_labels_every_image_with_the_fixed_boxes(tmp_path):
+    throughput = _load("throughput")
+    paths = throughput.make_images(tmp_path / "photos", 3)
+    seconds = throughput.host_side(paths, tmp_path / "dataset", batch_size=2, workers=2)
+    labels = sorted((tmp_path / "dataset").glob("*/labels/*.txt"))
+    assert seconds > 0 and len(labels) == 3
+    assert all(len(path.read_text().splitlines()) == 4 for path in labels)
+
+
+def test_engine_side_runs_compiled(florence_dir, sam_dir, tmp_path):
+    """``--compile``: full-batch warm-up, labeling and the FLOP count on compiled encoders and decoding."""
+    throughput = _load("throughput")
+    paths = throughput.make_images(tmp_path / "photos", 2)
+    seconds, flops = throughput.engine(florence_dir, sam_dir, paths, tmp_path / "engine", 4, "cpu", 2, 2, True)
+    assert seconds > 0 and flops > 0
