@@ -44,6 +44,8 @@ class Florence2Detector:
         max_new_tokens: generation budget per sequence.
         num_beams: 1 is greedy search; more uses beam search (slower).
         autocast_dtype: run under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16`` on CUDA), or None.
+
+    One detector serves one thread at a time (its confidence hook records one ``generate`` call).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Florence2Detector:
         self.model, self.processor, self.ontology = model, processor, ontology
         self.task, self.max_new_tokens, self.num_beams = task, max_new_tokens, num_beams
         self.autocast_dtype = autocast_dtype
+        self.generate_options: dict = {}  # more keyword arguments for generate (grounded_sam.engine.compile_decoding)
         self._pieces: dict[int, str] = {}
         self._location_lookup: tuple[torch.Tensor, torch.Tensor] | None = None
         self._location_recorder: _LocationLogProbs | None = None
@@ -204,6 +207,7 @@ class Florence2Detector:
                 do_sample=False,
                 return_dict_in_generate=True,
                 output_scores=not greedy,
+                **self.generate_options,
             )
         sequences = output.sequences
         if greedy:

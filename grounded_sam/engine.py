@@ -40,7 +40,8 @@ class Engine:
     Args:
         model: anything with ``predict_arrays(list of (H, W, 3) uint8 RGB) -> list[sv.Detections]`` (``GroundedSAM2``).
         batch_size: images per model call (lowered for good after a CUDA out-of-memory).
-        workers: threads that decode images; 0 does everything in the calling thread, in order (the plain loop).
+        workers: threads that decode images, and as many that run ``prepare``; 0 does everything in the calling
+            thread, in order (the plain loop).
         prefetch: batches loaded ahead of the model, and batches of results waiting to be consumed, at most.
     """
 
@@ -197,14 +198,19 @@ def compile_decoding(detector) -> None:
     per step at Florence-2-large's depth, counted with torch.profiler), the same at batch 1 as at batch 64, so on a
     GPU that overhead, not the math, bounds the decoder. Compiled, a step is a couple of CUDA graph replays on CUDA
     (transformers' default ``reduce-overhead`` mode; the confidence hook runs between them) and fused kernels on the
-    CPU. Beam search keeps eager decoding. Each new batch size compiles once more.
+    CPU. Each new batch size compiles once more. The static cache holds ``max_new_tokens`` positions for every
+    sequence from the start (Florence-2-large in bf16: about 80 MB per sequence at 1024), so a lower
+    ``max_new_tokens`` leaves room for larger batches.
+
+    The options go to this detector's ``generate`` calls only (the model's own generation config is left alone).
+    Beam search, and devices transformers does not compile on (Apple MPS), keep eager decoding.
     """
-    if detector.num_beams != 1:
+    if detector.num_beams != 1 or detector.device.type not in ("cuda", "xpu", "cpu"):
         return
-    config = detector.model.generation_config
-    config.cache_implementation = "static"
+    options = {"cache_implementation": "static"}
     if detector.device.type == "cpu":
         # transformers compiles on its own only on accelerators; CUDA graphs do not exist on the CPU.
-        config.compile_config = CompileConfig(mode="default")
+        options["compile_config"] = CompileConfig(mode="default")
         # A private field of transformers ("to compile on e.g. CPU"); tests/test_engine.py fails if it stops working.
-        config.compile_config._compile_all_devices = True
+        options["compile_config"]._compile_all_devices = True
+    detector.generate_options = options

@@ -19,9 +19,12 @@ YOLO_PRECISION = 5  # decimals of the normalised coordinates, as ultralytics and
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
-    """(H, W) bool mask -> COCO compressed RLE ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
-    # pycocotools reads column-major; OpenCV's transpose makes that copy ~10x faster than np.asfortranarray.
-    column_major = cv2.transpose(np.asarray(mask, dtype=bool).view(np.uint8)).T
+    """(H, W) bool mask (any non-zero value counts as mask) -> COCO compressed RLE ``{"size": [H, W], "counts": str}``
+    (JSON-ready)."""
+    cells = np.asarray(mask, dtype=bool).view(np.uint8)
+    # pycocotools reads column-major; OpenCV's transpose makes that copy ~10x faster than np.asfortranarray (OpenCV
+    # has no empty matrices: a 0-pixel mask takes the numpy copy).
+    column_major = cv2.transpose(cells).T if cells.size else np.asfortranarray(cells)
     rle = mask_utils.encode(column_major)
     return {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("ascii")}
 

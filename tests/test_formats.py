@@ -58,7 +58,7 @@ def _iou(a, b):
     return (a & b).sum() / (a | b).sum()
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (37, 53), (768, 1024)])
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (1, 1), (1, 7), (7, 1), (37, 53), (768, 1024)])
 def test_rle_is_pycocotools_own_encoding(shape):
     """Our faster column-major copy gives the string pycocotools gives for the textbook Fortran copy, also for a
     mask that is a strided view."""
