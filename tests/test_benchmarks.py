@@ -59,3 +59,11 @@ def test_engine_side_runs_compiled(florence_dir, sam_dir, tmp_path):
     paths = throughput.make_images(tmp_path / "photos", 2)
     seconds, flops = throughput.engine(florence_dir, sam_dir, paths, tmp_path / "engine", 4, "cpu", 2, 2, True)
     assert seconds > 0 and flops > 0
+
+
+def test_decode_overhead_runs_eager_and_compiled(monkeypatch, capsys):
+    decode_overhead = _load("decode_overhead")
+    monkeypatch.setattr(sys, "argv", ["decode_overhead.py", "--depth", "base", "--rows", "2", "--tokens", "3"])
+    decode_overhead.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("eager:") and lines[2].startswith("compiled:") and "nan" not in lines[1]
