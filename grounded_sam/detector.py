@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import supervision as sv
 import torch
+from transformers import EncoderDecoderCache, StaticCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .device import autocast, images_per_pass
@@ -63,6 +64,7 @@ class Florence2Detector:
         self.task, self.max_new_tokens, self.num_beams = task, max_new_tokens, num_beams
         self.autocast_dtype = autocast_dtype
         self.generate_options: dict = {}  # more keyword arguments for generate (grounded_sam.engine.compile_decoding)
+        self._static_caches: dict[tuple[int, int], EncoderDecoderCache] = {}
         self._pieces: dict[int, str] = {}
         self._location_lookup: tuple[torch.Tensor, torch.Tensor] | None = None
         self._location_recorder: _LocationLogProbs | None = None
@@ -200,6 +202,7 @@ class Florence2Detector:
                                   for start in range(0, len(pixel_values), step)])
             output = self.model.generate(
                 **tokens,
+                **self._generate_options(*tokens["input_ids"].shape),
                 mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features.repeat_interleave(
                     rows_per_image, dim=0))},
                 max_new_tokens=self.max_new_tokens,
@@ -207,7 +210,6 @@ class Florence2Detector:
                 do_sample=False,
                 return_dict_in_generate=True,
                 output_scores=not greedy,
-                **self.generate_options,
             )
         sequences = output.sequences
         if greedy:
@@ -217,6 +219,22 @@ class Florence2Detector:
             log_probs = self.model.compute_transition_scores(sequences, output.scores, output.beam_indices).float()
             log_probs = torch.cat([torch.zeros_like(log_probs[:, :1]), log_probs], dim=1)  # column 0: start token
         return sequences.cpu(), log_probs[:, : sequences.shape[1]].cpu().numpy()
+
+    def _generate_options(self, rows: int, encoder_length: int) -> dict:
+        """``generate_options``, with ``cache_implementation="static"`` turned into a static cache kept per batch
+        shape and reset between calls: transformers would make a new one per call, and CUDA graphs recorded on the old
+        cache's addresses would be recorded again for every batch."""
+        options = dict(self.generate_options)
+        if options.pop("cache_implementation", None) == "static":
+            cache = self._static_caches.get((rows, encoder_length))
+            if cache is None:
+                config = self.model.config.get_text_config(decoder=True)
+                cache = EncoderDecoderCache(StaticCache(config=config, max_cache_len=self.max_new_tokens),
+                                            StaticCache(config=config, max_cache_len=encoder_length))
+                self._static_caches[rows, encoder_length] = cache
+            cache.reset()
+            options["past_key_values"] = cache
+        return options
 
     def _location_log_probs(self) -> _LocationLogProbs:
         if self._location_recorder is None:

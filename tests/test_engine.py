@@ -220,6 +220,39 @@ def test_compiled_encoders_and_decoding_give_the_eager_results(model, florence_d
         assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.class_id, b.class_id)
         np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-5)
         assert (a.mask != b.mask).mean() < 1e-3
+    (cache,) = compiled.detector._static_caches.values()
+    address = cache.self_attention_cache.layers[0].keys.data_ptr()
     with torch._dynamo.config.patch(error_on_recompile=True):  # the same batch again compiles nothing
         again = compiled.predict_batch(images)
+    # and decodes into the same cache memory (CUDA graphs replay only on the addresses they were recorded with)
+    assert list(compiled.detector._static_caches.values()) == [cache]
+    assert cache.self_attention_cache.layers[0].keys.data_ptr() == address
     assert all(np.array_equal(a.xyxy, b.xyxy) for a, b in zip(fast, again))
+
+
+@pytest.mark.slow
+def test_compiled_decoding_reuses_its_cache_without_leaking_one_batch_into_the_next(tmp_path, rng):
+    """Random weights, so that what is decoded depends on the image: after a batch of other images, the reused
+    static cache must give exactly what eager decoding gives for the new ones."""
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+    from grounded_sam import CaptionOntology, Florence2Detector
+    from grounded_sam.engine import compile_decoding
+    from grounded_sam.testing import build_tiny_florence2
+
+    folder = build_tiny_florence2(tmp_path / "florence")
+    model = Florence2ForConditionalGeneration.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    ontology = CaptionOntology({"a dog": "dog", "person": "person"})
+    eager = Florence2Detector(model, processor, ontology, max_new_tokens=12)
+    compiled = Florence2Detector(model, processor, ontology, max_new_tokens=12)
+    compile_decoding(compiled)
+    first, second = ([rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(2)] for _ in range(2))
+    expected = []
+    for images in (first, second):
+        expected.append(eager._generate(images, eager._rows()[1]))
+        sequences, log_probs = compiled._generate(images, compiled._rows()[1])
+        assert torch.equal(sequences, expected[-1][0])
+        np.testing.assert_allclose(log_probs, expected[-1][1], atol=1e-5)
+    assert len(compiled._static_caches) == 1
+    assert not np.allclose(expected[0][1], expected[1][1])  # the two batches do decode differently
