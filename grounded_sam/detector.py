@@ -64,7 +64,7 @@ class Florence2Detector:
         self.task, self.max_new_tokens, self.num_beams = task, max_new_tokens, num_beams
         self.autocast_dtype = autocast_dtype
         self.generate_options: dict = {}  # more keyword arguments for generate (grounded_sam.engine.compile_decoding)
-        self._static_caches: dict[tuple[int, int], EncoderDecoderCache] = {}
+        self._static_cache: tuple[tuple[int, int], EncoderDecoderCache] | None = None  # (rows, encoder length), cache
         self._pieces: dict[int, str] = {}
         self._location_lookup: tuple[torch.Tensor, torch.Tensor] | None = None
         self._location_recorder: _LocationLogProbs | None = None
@@ -221,17 +221,20 @@ class Florence2Detector:
         return sequences.cpu(), log_probs[:, : sequences.shape[1]].cpu().numpy()
 
     def _generate_options(self, rows: int, encoder_length: int) -> dict:
-        """``generate_options``, with ``cache_implementation="static"`` turned into a static cache kept per batch
-        shape and reset between calls: transformers would make a new one per call, and CUDA graphs recorded on the old
-        cache's addresses would be recorded again for every batch."""
+        """``generate_options``, with ``cache_implementation="static"`` turned into a static cache kept from call to
+        call and reset in between: transformers would make a new one per call, and CUDA graphs recorded on the old
+        cache's addresses would be recorded again for every batch. Only the last batch shape's cache is kept, so an
+        out-of-memory retry with fewer images does not hold the larger one."""
         options = dict(self.generate_options)
         if options.pop("cache_implementation", None) == "static":
-            cache = self._static_caches.get((rows, encoder_length))
-            if cache is None:
+            shape = (rows, encoder_length)
+            if self._static_cache is None or self._static_cache[0] != shape:
+                self._static_cache = None  # freed before the next one is allocated
                 config = self.model.config.get_text_config(decoder=True)
-                cache = EncoderDecoderCache(StaticCache(config=config, max_cache_len=self.max_new_tokens),
-                                            StaticCache(config=config, max_cache_len=encoder_length))
-                self._static_caches[rows, encoder_length] = cache
+                self._static_cache = shape, EncoderDecoderCache(
+                    StaticCache(config=config, max_cache_len=self.max_new_tokens),
+                    StaticCache(config=config, max_cache_len=encoder_length))
+            cache = self._static_cache[1]
             cache.reset()
             options["past_key_values"] = cache
         return options

@@ -220,12 +220,12 @@ def test_compiled_encoders_and_decoding_give_the_eager_results(model, florence_d
         assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.class_id, b.class_id)
         np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-5)
         assert (a.mask != b.mask).mean() < 1e-3
-    (cache,) = compiled.detector._static_caches.values()
+    cache = compiled.detector._static_cache[1]
     address = cache.self_attention_cache.layers[0].keys.data_ptr()
     with torch._dynamo.config.patch(error_on_recompile=True):  # the same batch again compiles nothing
         again = compiled.predict_batch(images)
     # and decodes into the same cache memory (CUDA graphs replay only on the addresses they were recorded with)
-    assert list(compiled.detector._static_caches.values()) == [cache]
+    assert compiled.detector._static_cache[1] is cache
     assert cache.self_attention_cache.layers[0].keys.data_ptr() == address
     assert all(np.array_equal(a.xyxy, b.xyxy) for a, b in zip(fast, again))
 
@@ -254,5 +254,10 @@ def test_compiled_decoding_reuses_its_cache_without_leaking_one_batch_into_the_n
         sequences, log_probs = compiled._generate(images, compiled._rows()[1])
         assert torch.equal(sequences, expected[-1][0])
         np.testing.assert_allclose(log_probs, expected[-1][1], atol=1e-5)
-    assert len(compiled._static_caches) == 1
+    length = compiled._rows()[1]["input_ids"].shape[1]
+    assert compiled._static_cache[0] == (2, length)
+    # a smaller batch (the last one, or an out-of-memory retry) gets its own cache, and the larger one is let go
+    sequences, _ = compiled._generate(second[:1], compiled._rows()[1])
+    assert torch.equal(sequences, eager._generate(second[:1], eager._rows()[1])[0])
+    assert compiled._static_cache[0] == (1, length)
     assert not np.allclose(expected[0][1], expected[1][1])  # the two batches do decode differently
