@@ -339,7 +339,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the engine's image encoders")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the engine's image encoders and decoding")
     parser.add_argument("--sides", default="usual,engine", help="any of usual, engine, host (the engine's file "
                         "handling alone, with a model that answers at once: the most images/s the host can feed)")
     parser.add_argument("--profile", action="store_true", help="also print seconds per image in each stage")
