@@ -113,7 +113,7 @@ def label(
     florence: Florence = None, sam: Sam = None, preset: Preset = "default", device: Device = "auto",
     dtype: Dtype = "auto", batch_size: BatchSize = 8, min_confidence: MinConfidence = 0.0, nms: Nms = 0.7,
     compile: Compile = False,
-    workers: Annotated[int, typer.Option(min=0, help="Threads decoding images ahead of the model; 0: none.")] = 4,
+    workers: Annotated[int, typer.Option(min=0, help="Threads decoding images ahead of the model (and as many converting masks behind it); 0: none.")] = 4,
 ) -> None:
     """Auto-label a folder into a YOLO-seg + COCO dataset (train/valid, data.yaml); rerun the same command to resume.
 
