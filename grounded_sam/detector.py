@@ -64,7 +64,7 @@ class Florence2Detector:
         self.task, self.max_new_tokens, self.num_beams = task, max_new_tokens, num_beams
         self.autocast_dtype = autocast_dtype
         self.generate_options: dict = {}  # more keyword arguments for generate (grounded_sam.engine.compile_decoding)
-        self._static_cache: tuple[tuple[int, int], EncoderDecoderCache] | None = None  # (rows, encoder length), cache
+        self._static_cache: tuple[tuple[int, int, int], EncoderDecoderCache] | None = None  # (its shape, the cache)
         self._pieces: dict[int, str] = {}
         self._location_lookup: tuple[torch.Tensor, torch.Tensor] | None = None
         self._location_recorder: _LocationLogProbs | None = None
@@ -227,7 +227,7 @@ class Florence2Detector:
         out-of-memory retry with fewer images does not hold the larger one."""
         options = dict(self.generate_options)
         if options.pop("cache_implementation", None) == "static":
-            shape = (rows, encoder_length)
+            shape = (rows, encoder_length, self.max_new_tokens)
             if self._static_cache is None or self._static_cache[0] != shape:
                 self._static_cache = None  # freed before the next one is allocated
                 config = self.model.config.get_text_config(decoder=True)

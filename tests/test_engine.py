@@ -255,9 +255,9 @@ def test_compiled_decoding_reuses_its_cache_without_leaking_one_batch_into_the_n
         assert torch.equal(sequences, expected[-1][0])
         np.testing.assert_allclose(log_probs, expected[-1][1], atol=1e-5)
     length = compiled._rows()[1]["input_ids"].shape[1]
-    assert compiled._static_cache[0] == (2, length)
+    assert compiled._static_cache[0] == (2, length, 12)
     # a smaller batch (the last one, or an out-of-memory retry) gets its own cache, and the larger one is let go
     sequences, _ = compiled._generate(second[:1], compiled._rows()[1])
     assert torch.equal(sequences, eager._generate(second[:1], eager._rows()[1])[0])
-    assert compiled._static_cache[0] == (1, length)
+    assert compiled._static_cache[0] == (1, length, 12)
     assert not np.allclose(expected[0][1], expected[1][1])  # the two batches do decode differently
