@@ -192,8 +192,7 @@ class DatasetWriter:
         entries = detections_to_record(detections, options.coco_segmentation, options.polygon_approximation)
         return ConvertedLabels(len(detections), yolo, confidences, json.dumps(entries))
 
-    def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape,
-              labels: sv.Detections | ConvertedLabels):
+    def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape, labels: ConvertedLabels):
         """Writes one finished image: its copy, label files and record (last). Images are written one at a time,
         in order (ids are handed out here).
 
@@ -203,10 +202,8 @@ class DatasetWriter:
             name: its file name in the dataset (see ``folders.output_names``).
             split: "train", "valid" or "test".
             image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
-            labels: its detections, or what :meth:`convert` made of them.
+            labels: what :meth:`convert` made of its detections.
         """
-        if isinstance(labels, sv.Detections):
-            labels = self.convert(labels, image_shape)
         height, width = image_shape[:2]
         kept = labels.count > 0 or self.options.keep_empty
         if kept:

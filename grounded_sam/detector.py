@@ -13,6 +13,7 @@ import torch
 from transformers import EncoderDecoderCache, StaticCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from .batching import chunks
 from .device import autocast, images_per_pass
 from .ontology import CaptionOntology
 from .parsing import LOCATION_BINS, GroundedBox, bins_to_xyxy, match_phrase, non_degenerate, parse_grounded_boxes
@@ -197,9 +198,8 @@ class Florence2Detector:
         recording = self._location_log_probs().recording() if greedy else contextlib.nullcontext()
         with autocast(self.device, self.autocast_dtype), recording as steps:
             pixel_values = pixel_values.to(self.device, self.model.dtype)
-            step = images_per_pass(self.device, len(pixel_values))
-            features = torch.cat([self.model.get_image_features(pixel_values[start : start + step]).pooler_output
-                                  for start in range(0, len(pixel_values), step)])
+            passes = chunks(pixel_values, images_per_pass(self.device, len(pixel_values)))
+            features = torch.cat([self.model.get_image_features(chunk).pooler_output for chunk in passes])
             output = self.model.generate(
                 **tokens,
                 **self._generate_options(*tokens["input_ids"].shape),

@@ -72,7 +72,7 @@ def images_per_pass(device: torch.device, batch: int) -> int:
 
     GPUs take the whole batch. CPUs take one image at a time: on a 2-core AVX2 CPU both encoders run 20-25 % slower
     per image in batches of 4 than one by one, and the mask decoder slower on 32 boxes of 8 images than on each
-    image's 4 (BENCHMARKS.md, "Labeling throughput"; ``benchmarks/encoder_batch.py``): larger activations fall out of cache, and a CPU gains no
-    parallelism from the batch dimension that its threads do not already give.
+    image's 4 (BENCHMARKS.md, "Labeling throughput"; ``benchmarks/encoder_batch.py``): larger activations fall out
+    of cache, and a CPU gains no parallelism from the batch dimension that its threads do not already give.
     """
     return max(1, batch) if device.type != "cpu" else 1

@@ -51,12 +51,14 @@ def write_review(
     cards, detections_per_class, images_per_class = [], Counter(), Counter()
     paths = sorted(dataset.image_paths)
     for index, image_path in enumerate(tqdm(paths, desc="Review", unit="img", disable=None if progress else True)):
-        names = dataset.class_names(image_path)  # masks are decoded only for the thumbnails drawn
+        drawn = index < max_images
+        detections = dataset.annotations[image_path] if drawn else None  # masks decoded only for thumbnails
+        names = detections.data["class_name"].tolist() if drawn else dataset.class_names(image_path)
         detections_per_class.update(names)
         images_per_class.update(set(names) or {NO_DETECTIONS})
-        if index < max_images:
+        if drawn:
             thumbnail = f"{index:06d}.jpg"  # our own names: nothing from the dataset ends up in a path
-            picture = _thumbnail(image_path, dataset.annotations[image_path], thumbnail_size)
+            picture = _thumbnail(image_path, detections, thumbnail_size)
             Image.fromarray(picture).save(thumbs / thumbnail, quality=85)
             cards.append({"src": f"thumbs/{thumbnail}", "name": Path(image_path).name, "split": dataset.splits[image_path],
                           "classes": sorted(set(names)), "counts": dict(Counter(names))})

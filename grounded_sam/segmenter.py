@@ -9,6 +9,7 @@ import numpy as np
 import supervision as sv
 import torch
 
+from .batching import chunks
 from .device import autocast, images_per_pass
 
 _UPSAMPLE_BUDGET = 64_000_000  # float32 values of masks upsampled at once (256 MB)
@@ -39,8 +40,7 @@ def encode_images(model, processor, images: Sequence[np.ndarray], autocast_dtype
     pixel_values = inputs["pixel_values"].to(model.device, model.dtype)
     step = images_per_pass(model.device, len(pixel_values))
     with autocast(model.device, autocast_dtype):
-        passes = [model.get_image_embeddings(pixel_values[start : start + step])
-                  for start in range(0, len(pixel_values), step)]
+        passes = [model.get_image_embeddings(chunk) for chunk in chunks(pixel_values, step)]
     return [torch.cat(levels) for levels in zip(*passes)]
 
 
@@ -106,9 +106,7 @@ class Sam2Segmenter:
         with_boxes = [i for i, found in enumerate(detections) if len(found) > 0]
         masks: dict[int, np.ndarray] = {}
         scores: dict[int, np.ndarray] = {}
-        step = images_per_pass(self.device, len(with_boxes))
-        for start in range(0, len(with_boxes), step):
-            chunk = with_boxes[start : start + step]
+        for chunk in chunks(with_boxes, images_per_pass(self.device, len(with_boxes))):
             decoded = self._decode([images[i] for i in chunk], [detections[i].xyxy for i in chunk])
             for i, (image_masks, image_scores) in zip(chunk, decoded):
                 masks[i], scores[i] = image_masks, image_scores

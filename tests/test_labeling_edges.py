@@ -125,7 +125,8 @@ def test_another_input_folder_is_not_taken_for_a_resume(photos, tmp_path):
 def test_two_runs_cannot_write_one_folder_at_once(photos, tmp_path):
     options = DatasetOptions(classes=("a",))
     first = DatasetWriter(tmp_path / "out", options, {"x": 1})
-    first.write(Path("a.png"), photos / "img_000.png", "a.png", "train", (48, 64, 3), sv.Detections.empty())
+    labels = first.convert(sv.Detections.empty(), (48, 64, 3))
+    first.write(Path("a.png"), photos / "img_000.png", "a.png", "train", (48, 64, 3), labels)
     for overwrite in (False, True):  # not even an overwrite may pull the folder from under the running job
         with pytest.raises(OutputFolderError, match="Another run"):
             DatasetWriter(tmp_path / "out", options, {"x": 2}, overwrite=overwrite)
