@@ -22,13 +22,14 @@ def chunks(items: Sequence, size: int):
         yield items[start : start + size]
 
 
-def load_batch(root: Path, batch: Sequence[PurePosixPath], skipped: list) -> list[tuple[PurePosixPath, np.ndarray]]:
-    """Loads ``root / source`` for each source as (source, (H, W, 3) uint8 RGB); unreadable ones go to ``skipped``
-    as ``{"path", "reason"}``."""
+def load_batch(root: Path, batch: Sequence[PurePosixPath], skipped: list,
+               max_pixels: int | None = None) -> list[tuple[PurePosixPath, np.ndarray]]:
+    """Loads ``root / source`` for each source as (source, (H, W, 3) uint8 RGB); unreadable ones, and images over
+    ``max_pixels``, go to ``skipped`` as ``{"path", "reason"}``."""
     loaded = []
     for source in batch:
         try:
-            loaded.append((source, load_image(root / source)))
+            loaded.append((source, load_image(root / source, max_pixels)))
         except (InvalidImageError, OSError) as error:  # OSError: the file vanished or cannot be opened
             skipped.append({"path": str(source), "reason": str(error)})
     return loaded

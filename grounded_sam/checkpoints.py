@@ -10,10 +10,14 @@ key that is missing or left over is an error that names it.
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
+
+from .errors import InvalidCheckpointError
 
 # Hiera trunk per size, from Meta's sam2/configs/sam2[.1]/*.yaml (2.0 and 2.1 share the image path). Heads and the
 # global-attention blocks cannot be read off tensor shapes, so they come from this table.
@@ -139,23 +143,49 @@ def load_sam2_checkpoint(path: str | os.PathLike, size: str | None = None):
     """
     from transformers import Sam2Model
 
-    loaded = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-    state_dict = loaded["model"] if isinstance(loaded, dict) and "model" in loaded else loaded
-    if not isinstance(state_dict, dict):
-        raise ValueError(f"{path} is not a SAM 2 checkpoint: it holds a {type(state_dict).__name__}, not a state dict")
-    inferred, version = infer_size(state_dict)
+    state_dict = read_state_dict(path)
+    try:
+        inferred, version = infer_size(state_dict)
+    except ValueError as error:
+        raise InvalidCheckpointError(f"{path}: {error}") from None
     if size is not None and size != inferred:
-        raise ValueError(f"{path} holds SAM {version} Hiera-{inferred}, not {size}")
+        raise InvalidCheckpointError(f"{path} holds SAM {version} Hiera-{inferred}, not {size}")
     model = Sam2Model(sam2_config(inferred))
     converted, _ = convert_state_dict(state_dict)
     result = model.load_state_dict(converted, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
+        raise InvalidCheckpointError(
             f"{path} (SAM {version} Hiera-{inferred}) does not fit transformers' Sam2Model: "
             f"missing {result.missing_keys}, left over {result.unexpected_keys}"
         )
     model.config.name_or_path = str(Path(path).expanduser().resolve())
     return model.eval()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of a Meta checkpoint file, read with ``torch.load(..., weights_only=True)`` (no code from the
+    file runs); a file that is empty, cut short, not a torch file or holds anything but tensors is refused naming it."""
+    path = Path(path).expanduser()
+    fix = "download it again (checkpoints/download_ckpts.sh)"
+    if path.stat().st_size == 0:
+        raise InvalidCheckpointError(f"SAM 2 checkpoint {path} is empty (0 bytes); {fix}")
+    if not zipfile.is_zipfile(path):  # torch.save's format; a cut-off download loses the zip's central directory
+        raise InvalidCheckpointError(f"SAM 2 checkpoint {path} is not a complete PyTorch file (cut short?); {fix}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InvalidCheckpointError(
+            f"SAM 2 checkpoint {path} holds objects other than tensors, which grounded-sam never unpickles "
+            "(weights_only=True); use Meta's official files"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise InvalidCheckpointError(f"SAM 2 checkpoint {path} cannot be read ({reason}); {fix}") from None
+    state_dict = loaded["model"] if isinstance(loaded, dict) and "model" in loaded else loaded
+    if not isinstance(state_dict, dict):
+        raise InvalidCheckpointError(f"{path} is not a SAM 2 checkpoint: it holds a {type(state_dict).__name__}, "
+                                     "not a state dict")
+    return state_dict
 
 
 def default_sam2_processor():

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from . import __version__
+from .images import DEFAULT_MAX_PIXELS
 
 app = typer.Typer(help="Text-grounded segmentation and auto-labeling with Florence-2 and SAM 2.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -29,6 +32,8 @@ Nms = Annotated[float, typer.Option(min=0.0, max=1.0, help="IoU above which over
 Compile = Annotated[
     bool, typer.Option(help="torch.compile the image encoders and Florence-2's decoding (long runs on a GPU).")
 ]
+MaxPixels = Annotated[int, typer.Option(min=0, help="Skip images with more pixels than this (read from the header, "
+                                         "before decoding); 0: no limit. Bounds memory.")]
 
 
 class UserError(Exception):
@@ -38,14 +43,14 @@ class UserError(Exception):
 def _user_errors(command):
     """Turns the errors a user can fix (missing file, bad ontology, unknown preset, model not available offline)
     into one line on stderr and exit code 2; anything else keeps its traceback."""
-    from .models import ModelNotAvailableError
+    from .errors import ModelNotAvailableError, OutputWriteError
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         # ValueError covers bad options and files: InvalidImageError, OutputFolderError, ontology and preset errors
-        except (UserError, FileNotFoundError, ModelNotAvailableError, ValueError) as error:
+        except (UserError, FileNotFoundError, ModelNotAvailableError, OutputWriteError, ValueError) as error:
             typer.secho(f"Error: {' '.join(str(error).split())}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
 
@@ -65,6 +70,8 @@ def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Text-grounded segmentation and auto-labeling with Florence-2 and SAM 2."""
+    if not sys.stderr.isatty():  # transformers' and the hub's bars, read when they are first imported (after this)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -78,18 +85,23 @@ def predict(
     recursive: Annotated[bool, typer.Option(help="Also images in sub-folders.")] = False,
     florence: Florence = None, sam: Sam = None, preset: Preset = "default", device: Device = "auto",
     dtype: Dtype = "auto", batch_size: BatchSize = 8, min_confidence: MinConfidence = 0.0, nms: Nms = 0.7,
-    compile: Compile = False,
+    compile: Compile = False, max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Segment images by text: writes NAME.jpg (masks, boxes, "class 0.87") and NAME.json per image.
 
     Example: grounded-sam predict photos/ -p "a dog" -p "a person" -o results/
     """
-    from .predict_files import predict_files
+    from .pipeline import pipeline_settings
+    from .predict_files import plan_predict_files, predict_files
 
-    if not source.exists():  # before the models load, which takes a while
-        raise UserError(f"Not found: {source} (give an image file or a folder of images)")
-    model = _model(_ontology(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms, compile)
-    summary = predict_files(model, source, output, recursive=recursive, batch_size=batch_size)
+    # Everything that can be checked is checked before the models load, which takes a while.
+    chosen = _ontology(prompt, ontology)
+    plan_predict_files(source, output, recursive)
+    options = _model_options(florence, sam, preset, device, dtype, min_confidence, nms)
+    pipeline_settings(**options)
+    model = _model(chosen, options, compile)
+    summary = predict_files(model, source, output, recursive=recursive, batch_size=batch_size,
+                            max_pixels=max_pixels or None)
     _print_summary(summary)
     if summary["written"] == 0:
         raise typer.Exit(1)
@@ -114,31 +126,33 @@ def label(
     dtype: Dtype = "auto", batch_size: BatchSize = 8, min_confidence: MinConfidence = 0.0, nms: Nms = 0.7,
     compile: Compile = False,
     workers: Annotated[int, typer.Option(min=0, help="Threads decoding images ahead of the model (and as many converting masks behind it); 0: none.")] = 4,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Auto-label a folder into a YOLO-seg + COCO dataset (train/valid, data.yaml); rerun the same command to resume.
 
     Example: grounded-sam label photos/ --ontology ontologies/pets.yaml -o pets_dataset --review
     """
-    from .dataset_writer import DatasetOptions, check_output_folder
-    from .folders import check_split_ratios, normalize_extensions
-    from .labeling import default_output_folder, label_folder
+    from .dataset_writer import DatasetOptions
+    from .folders import check_split_ratios
+    from .labeling import LabelingJob
+    from .pipeline import pipeline_settings
 
-    # What can be checked before the models load (which takes a while) is checked first.
+    # Everything that can be checked is checked before the models load, which takes a while: the images are found,
+    # the output folder is checked and locked, and the settings are compared with a dataset already there.
     if not folder.is_dir():
         raise UserError(f"Not a folder: {folder} (give the folder of images to label)")
     fractions = check_split_ratios(_fractions(split))
     chosen = _ontology(prompt, ontology)
     formats = tuple(format.replace(" ", "").split(","))
     try:
-        DatasetOptions(classes=tuple(chosen.classes()), formats=formats, coco_segmentation=coco_segmentation)
+        dataset = DatasetOptions(classes=tuple(chosen.classes()), split=fractions, seed=seed, formats=formats,
+                                 coco_segmentation=coco_segmentation)
     except ValueError as error:  # name the flags, not the Python arguments
         raise UserError(str(error).replace("formats", "--format").replace("coco_segmentation", "--coco-segmentation")) from None
-    normalize_extensions(extension or None)
-    check_output_folder((output or default_output_folder(folder)).absolute())
-    model = _model(chosen, florence, sam, preset, device, dtype, min_confidence, nms, compile)
-    report = label_folder(model, folder, extension or None, output, recursive=recursive, split=fractions, seed=seed,
-                          formats=formats, coco_segmentation=coco_segmentation, overwrite=overwrite,
-                          batch_size=batch_size, workers=workers, verbose=False)
+    options = _model_options(florence, sam, preset, device, dtype, min_confidence, nms)
+    with LabelingJob(folder, output, chosen, pipeline_settings(**options), dataset, extension=extension or None,
+                     recursive=recursive, overwrite=overwrite, max_pixels=max_pixels or None) as job:
+        report = job.run(_model(chosen, options, compile), batch_size=batch_size, workers=workers)
     _print_label_summary(report)
     if review:
         _write_review(Path(report.output_folder))
@@ -184,11 +198,15 @@ def _ontology(prompts: list[str] | None, path: Path | None):
     return CaptionOntology(mapping)
 
 
-def _model(ontology, florence, sam, preset, device, dtype, min_confidence, nms, compile=False):
+def _model_options(florence, sam, preset, device, dtype, min_confidence, nms) -> dict:
+    return dict(florence=florence, sam=sam, preset=preset, device=device, dtype=dtype, min_confidence=min_confidence,
+                nms_threshold=nms or None)
+
+
+def _model(ontology, options: dict, compile: bool = False):
     from .pipeline import GroundedSAM2
 
-    return GroundedSAM2(ontology, florence=florence, sam=sam, preset=preset, device=device, dtype=dtype,
-                        min_confidence=min_confidence, nms_threshold=nms or None, compile=compile)
+    return GroundedSAM2(ontology, compile=compile, **options)
 
 
 def _class_table(per_class: dict, title: str | None = None):

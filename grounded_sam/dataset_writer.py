@@ -10,11 +10,16 @@ Layout of an output folder::
     report.json                      what the last run did
     .grounded-sam/settings.json      what the dataset was labeled with; a rerun must match it
     .grounded-sam/records/NAME.json  one per finished image: a header line, then its detections (RLE masks)
+    .grounded-sam/pending/NAME.json  an image being written: its files are removed on the next run unless its
+                                     record exists
 
-An image's record is written last, so an image counts as done only when all its files are whole. The files that
-span all images (COCO, data.yaml) are assembled from the records at the end, streaming, so memory does not grow
-with the number of images. Image and annotation ids are given when an image is written and kept in its record, so
-adding images later never renumbers earlier ones.
+An image's record is written last, so an image counts as done only when all its files are whole. Before its first
+file is written, a pending entry names the image, so a run killed halfway leaves nothing the next run cannot find:
+every file grounded-sam removes (an interrupted image's, or the whole dataset's with ``overwrite``) is known from
+these records and entries, never from a folder listing, and no symbolic link below the output folder is followed
+(see ``dataset_files``). The files that span all images (COCO, data.yaml) are assembled from the records at the end,
+streaming, so memory does not grow with the number of images. Image and annotation ids are given when an image is
+written and kept in its record, so adding images later never renumbers earlier ones.
 """
 
 from __future__ import annotations
@@ -36,41 +41,58 @@ from .dataset_files import (
     atomic_write_text,
     place_image,
     read_record,
-    remove,
+    real_directory,
+    remove_empty_directory,
+    remove_file,
+    remove_owned_file,
     remove_partial_files,
     whole_record_header,
 )
+from .errors import OutputFolderError, OutputWriteError
 from .folders import SPLIT_NAMES
 from .formats import data_yaml, detections_to_record, yolo_lines
 
 STATE_DIR = ".grounded-sam"
+RECORDS_DIR = f"{STATE_DIR}/records"
+PENDING_DIR = f"{STATE_DIR}/pending"
+SETTINGS_FILE = f"{STATE_DIR}/settings.json"
 REVIEW_DIR = "review"  # the HTML review page (review.py): it shows this dataset, so it goes with it
-# Removed in this order by overwrite: records first, so an interrupted removal leaves nothing that looks done; the
-# lock file stays (the run holds it).
-OUTPUTS = (f"{STATE_DIR}/records", *SPLIT_NAMES, "annotations", "data.yaml", "report.json", REVIEW_DIR,
-           f"{STATE_DIR}/settings.json")
+REVIEW_MANIFEST = f"{STATE_DIR}/review.json"  # the review page's files, as review.py wrote them
+SPLIT_FOLDERS = ("images", "labels", "confidences")
 FORMATS = ("yolo", "coco")
 COCO_SEGMENTATIONS = ("rle", "polygon")
 
-
-class OutputFolderError(ValueError):
-    """The output folder holds something a run must not write over; the message says what and what to do."""
+__all__ = ["DatasetOptions", "DatasetWriter", "OutputFolderError", "OutputWriteError", "check_output_folder"]
 
 
 def check_output_folder(root: Path) -> None:
-    """Raises OutputFolderError when ``root`` is a file, or a non-empty folder that grounded-sam did not write."""
+    """Raises OutputFolderError when ``root`` is a file, a non-empty folder that grounded-sam did not write, or a
+    dataset whose state folder is a link."""
     if root.is_file():
         raise OutputFolderError(f"Output folder {root} is a file; pass a folder path")
-    settings = root / STATE_DIR / "settings.json"
-    if not settings.is_file() and root.is_dir() and any(entry.name != STATE_DIR for entry in root.iterdir()):
+    if not root.is_dir():
+        return
+    real_directory(root, STATE_DIR, create=False)
+    if not (root / SETTINGS_FILE).is_file() and any(entry.name != STATE_DIR for entry in root.iterdir()):
         raise OutputFolderError(
             f"Output folder {root} is not empty and was not written by grounded-sam; "
             "choose a new or empty folder (nothing in it was changed)"
         )
 
 
-class OutputWriteError(OSError):
-    """Writing to the output folder failed (no space, no permission...). What was written before is kept."""
+def image_files(split: str, name: str) -> list[str]:
+    """The files an image may have in a dataset, relative to its folder (which of them exist depends on options)."""
+    stem = PurePosixPath(name).stem
+    return [f"{split}/images/{name}", f"{split}/labels/{stem}.txt", f"{split}/confidences/{stem}.txt"]
+
+
+def listed_files(manifest: Path) -> list[str]:
+    """The relative paths a manifest file (``{"files": [...]}``) lists; none when it is missing or unreadable."""
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name for name in files if isinstance(name, str) and ".." not in PurePosixPath(name).parts]
 
 
 @dataclass(frozen=True)
@@ -122,46 +144,95 @@ class DatasetWriter:
         overwrite: replace a dataset labeled with other settings instead of refusing.
         link: hard-link images into the dataset when source and output share a disk (copy otherwise).
 
-    Holds a lock on the folder until :meth:`close`; a second run on the same folder meanwhile is refused.
+    Holds a lock on the folder until :meth:`close`; a second run on the same folder meanwhile is refused. Everything
+    that can be refused (a foreign folder, other settings, a link inside the folder, a folder that cannot be written)
+    is refused here, before anything is labeled.
     """
 
     def __init__(self, output: str | os.PathLike, options: DatasetOptions, settings: dict, overwrite=False, link=True):
         self.root, self.options, self.link = Path(output).absolute(), options, link
         check_output_folder(self.root)
-        self._io((self.root / STATE_DIR).mkdir, parents=True, exist_ok=True)
+        self._io(self.root.mkdir, parents=True, exist_ok=True)
+        state = self._io(real_directory, self.root, STATE_DIR)
         try:  # before anything is changed: an overwrite must not pull the folder from under a running job
-            self._lock = FolderLock(self.root / STATE_DIR / "lock")
+            self._lock = FolderLock(state / "lock")
         except BlockingIOError:
             raise OutputFolderError(f"Another run is writing to {self.root}; wait for it or use another folder") from None
+        except OSError as error:
+            raise self._write_error(error, state / "lock") from error
         try:
-            self._apply_settings(json.loads(json.dumps(settings)), overwrite)  # tuples -> lists, as stored
-            self._records = self.root / STATE_DIR / "records"
-            folders = ["images", "labels"] if "yolo" in options.formats else ["images"]
-            for directory in [self._records, *(self.root / split / sub for split in options.splits for sub in folders)]:
-                self._io(directory.mkdir, parents=True, exist_ok=True)
-            self._io(remove_partial_files, self.root)
-            self.done: dict[PurePosixPath, str] = {}
-            self._next_image_id, self._next_annotation_id = 1, 1
-            self._scan_records()
+            self._records, self._pending = self.root / RECORDS_DIR, self.root / PENDING_DIR
+            self._open(json.loads(json.dumps(settings)), overwrite)  # tuples -> lists, as stored
         except BaseException:
             self._lock.release()
             raise
 
-    def _apply_settings(self, settings: dict, overwrite: bool) -> None:
-        state = self.root / STATE_DIR / "settings.json"
-        if state.is_file():
-            stored = json.loads(state.read_text(encoding="utf-8"))
-            if stored == settings:
-                return
-            if not overwrite:
-                differing = sorted(key for key in settings.keys() | stored.keys() if settings.get(key) != stored.get(key))
-                raise OutputFolderError(
-                    f"{self.root} holds a dataset labeled with other settings (differing: {', '.join(differing)}). "
-                    "Use another output folder, or overwrite=True (--overwrite) to replace that dataset."
-                )
-            for name in OUTPUTS:
-                self._io(remove, self.root / name)
-        self._io(atomic_write_text, state, json.dumps(settings, indent=2, sort_keys=True))
+    def _open(self, settings: dict, overwrite: bool) -> None:
+        replace = self._compare_settings(settings, overwrite)
+        for folder in self._folders():  # refused before anything is removed or written
+            real_directory(self.root, folder, create=False)
+        self._io(remove_partial_files, [self.root, *(self.root / folder for folder in self._folders())])
+        self._io(real_directory, self.root, PENDING_DIR)
+        self._io(self._finish_interrupted_images)
+        if replace:
+            self._io(self._remove_dataset)
+        self._io(atomic_write_text, self.root / SETTINGS_FILE, json.dumps(settings, indent=2, sort_keys=True))
+        for folder in self._folders(created_only=True):
+            self._io(real_directory, self.root, folder)
+        self.done: dict[PurePosixPath, str] = {}
+        self._next_image_id, self._next_annotation_id = 1, 1
+        self._scan_records()
+
+    def _folders(self, created_only: bool = False) -> list[str]:
+        """The folders this dataset writes into, relative to its root (``created_only``: those its options use)."""
+        if created_only:
+            wanted = ["images"] + ["labels"] * ("yolo" in self.options.formats) + (
+                ["confidences"] * (self.options.record_confidence and "yolo" in self.options.formats))
+            splits = [f"{split}/{folder}" for split in self.options.splits for folder in wanted]
+            return [RECORDS_DIR, PENDING_DIR, *splits] + ["annotations"] * ("coco" in self.options.formats)
+        splits = [f"{split}/{folder}" for split in SPLIT_NAMES for folder in SPLIT_FOLDERS]
+        return [STATE_DIR, RECORDS_DIR, PENDING_DIR, *splits, "annotations", REVIEW_DIR, f"{REVIEW_DIR}/thumbs"]
+
+    def _compare_settings(self, settings: dict, overwrite: bool) -> bool:
+        """Whether an existing dataset with other settings is to be replaced; raises when it may not be."""
+        state = self.root / SETTINGS_FILE
+        if not state.is_file():
+            return False
+        stored = json.loads(state.read_text(encoding="utf-8"))
+        if stored == settings:
+            return False
+        if not overwrite:
+            raise OutputFolderError(
+                f"{self.root} holds a dataset labeled with other settings (differing: {describe_differences(stored, settings)}). "
+                "Use another output folder, or overwrite=True (--overwrite) to replace that dataset."
+            )
+        return True
+
+    def _finish_interrupted_images(self) -> None:
+        """Removes the files of images a killed run started writing and never recorded."""
+        for entry in sorted(self._pending.glob("*.json")):
+            name = entry.name[: -len(".json")]
+            if whole_record_header(self._records / entry.name) is None:
+                for split in SPLIT_NAMES:
+                    for relative in image_files(split, name):
+                        remove_owned_file(self.root, relative)
+                remove_file(self._records / entry.name)  # a cut record, if any
+            remove_file(entry)
+
+    def _remove_dataset(self) -> None:
+        """Removes what an earlier run wrote, as its records and manifests list it: records first (each turned into a
+        pending entry), so an interrupted removal leaves nothing that looks done; the settings file last."""
+        for record in sorted(self._records.glob("*.json")):
+            atomic_write_text(self._pending / record.name, "{}")
+            remove_file(record)
+        self._finish_interrupted_images()
+        owned = [f"annotations/instances_{split}.json" for split in SPLIT_NAMES] + ["data.yaml", "report.json"]
+        for relative in owned + listed_files(self.root / REVIEW_MANIFEST) + [REVIEW_MANIFEST]:
+            remove_owned_file(self.root, relative)
+        for folder in reversed(self._folders()[1:]):  # deepest first; the state folder and its lock stay
+            remove_empty_directory(self.root, folder)
+        for split in SPLIT_NAMES:
+            remove_empty_directory(self.root, split)
 
     def _scan_records(self) -> None:
         """Finds the images earlier runs finished and the next free ids; removes records a power cut left broken,
@@ -206,6 +277,8 @@ class DatasetWriter:
         """
         height, width = image_shape[:2]
         kept = labels.count > 0 or self.options.keep_empty
+        pending = self._pending / f"{name}.json"
+        self._io(atomic_write_text, pending, "{}")
         if kept:
             destination = self.root / split / "images" / name
             self._io(place_image, file, destination, self.link, target=destination)
@@ -218,17 +291,17 @@ class DatasetWriter:
                   "image_id": self._next_image_id, "annotation_id": self._next_annotation_id, "count": labels.count}
         text = json.dumps(header, ensure_ascii=False) + "\n" + labels.entries_json + "\n"
         self._io(atomic_write_text, self._records / f"{name}.json", text)
+        self._io(remove_file, pending)
         self._next_image_id += 1
         self._next_annotation_id += labels.count
 
     def finish(self) -> dict:
-        """Removes files of images that have no record (left by an interrupted run), assembles the COCO files and
-        data.yaml from the records in one streaming pass, and returns counts over the whole dataset."""
+        """Assembles the COCO files and data.yaml from the records in one streaming pass and returns counts over the
+        whole dataset."""
         return self._io(self._assemble)
 
     def _assemble(self) -> dict:
         counts = {"labeled": 0, "empty": 0, "per_class": Counter(), "per_split": Counter()}
-        kept_names = {split: set() for split in self.options.splits}
         options = self.options
         coco = None
         if "coco" in options.formats:
@@ -240,8 +313,6 @@ class DatasetWriter:
                 counts["empty"] += not entries
                 counts["per_split"][header["split"]] += header["kept"]
                 counts["per_class"].update(options.classes[entry["class_id"]] for entry in entries)
-                if header["kept"]:
-                    kept_names[header["split"]].add(header["name"])
                 if coco is not None:
                     coco.add(header, entries)
             if coco is not None:
@@ -249,24 +320,10 @@ class DatasetWriter:
         finally:
             if coco is not None:
                 coco.close()
-        self._remove_orphans(kept_names)
         if "yolo" in options.formats:
             content = data_yaml(str(self.root), options.classes, options.splits)
             atomic_write_text(self.root / "data.yaml", yaml.safe_dump(content, sort_keys=False))
         return counts
-
-    def _remove_orphans(self, kept_names: dict[str, set[str]]) -> None:
-        # An image and label written just before a run was killed, whose record never was, and whose name a later
-        # run changed (a clashing image was added meanwhile): without this, YOLO would train on it, COCO would not.
-        for split, names in kept_names.items():
-            stems = {PurePosixPath(name).stem for name in names}
-            for path in (self.root / split / "images").iterdir():
-                if path.name not in names:
-                    path.unlink()
-            for folder in ("labels", "confidences"):
-                for path in (self.root / split / folder).glob("*.txt"):
-                    if path.stem not in stems:
-                        path.unlink()
 
     def write_report(self, report: dict) -> None:
         self._io(atomic_write_text, self.root / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
@@ -287,10 +344,30 @@ class DatasetWriter:
             return function(*args, **kwargs)
         except OSError as error:
             where = target or error.filename or (args[0] if args and isinstance(args[0], Path) else self.root)
-            raise OutputWriteError(
-                error.errno, f"Cannot write the dataset at {where}: {error.strerror or error}. Everything finished "
-                "before is kept; fix the cause (free space, permissions) and rerun the same command to continue",
-            ) from error
+            raise self._write_error(error, where) from error
+
+    def _write_error(self, error: OSError, where) -> OutputWriteError:
+        return OutputWriteError(
+            error.errno, f"Cannot write the dataset at {where}: {error.strerror or error}. Everything finished "
+            "before is kept; fix the cause (free space, permissions) and rerun the same command to continue",
+        )
+
+
+def describe_differences(stored: dict, current: dict, prefix: str = "") -> str:
+    """The settings that differ, as dotted keys with both values when they are short:
+    ``model.precision (stored 'float32', now 'bfloat16')``."""
+    parts = []
+    for key in sorted(stored.keys() | current.keys()):
+        old, new = stored.get(key), current.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            parts.append(describe_differences(old, new, f"{prefix}{key}."))
+        elif len(repr(old)) + len(repr(new)) <= 120:
+            parts.append(f"{prefix}{key} (stored {old!r}, now {new!r})")
+        else:
+            parts.append(f"{prefix}{key}")
+    return ", ".join(parts)
 
 
 def _text(lines) -> str:

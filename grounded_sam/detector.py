@@ -15,6 +15,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .batching import chunks
 from .device import autocast, images_per_pass
+from .errors import UserInputError
 from .ontology import CaptionOntology
 from .parsing import LOCATION_BINS, GroundedBox, bins_to_xyxy, match_phrase, non_degenerate, parse_grounded_boxes
 
@@ -28,9 +29,9 @@ _TASK_TOKENS = {PHRASE_GROUNDING: "<CAPTION_TO_PHRASE_GROUNDING>", OPEN_VOCABULA
 def check_generation_options(task: str, max_new_tokens: int, num_beams: int) -> None:
     """Raises ValueError for an unknown task or a non-positive budget, before any model is loaded."""
     if task not in _TASK_TOKENS:
-        raise ValueError(f"Unknown task {task!r}: choose one of {sorted(_TASK_TOKENS)}")
+        raise UserInputError(f"Unknown task {task!r}: choose one of {sorted(_TASK_TOKENS)}")
     if num_beams < 1 or max_new_tokens < 1:
-        raise ValueError(f"num_beams and max_new_tokens must be >= 1, got {num_beams} and {max_new_tokens}")
+        raise UserInputError(f"num_beams and max_new_tokens must be >= 1, got {num_beams} and {max_new_tokens}")
 
 
 class Florence2Detector:
@@ -88,7 +89,9 @@ class Florence2Detector:
         for prompt in self.ontology.prompts():
             size = len(tokenizer(" " + prompt + ".", add_special_tokens=False)["input_ids"])
             if size > budget:
-                raise ValueError(f"Prompt {prompt!r} is {size} tokens long; Florence-2 has room for {budget}")
+                shown = repr(prompt if len(prompt) <= 60 else prompt[:60] + "...")
+                raise UserInputError(f"Prompt {shown} is {size} tokens long; Florence-2 has room for {budget}: "
+                                     "shorten it")
             if used + size > budget and groups[-1]:
                 groups.append([])
                 used = 0
@@ -191,7 +194,9 @@ class Florence2Detector:
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Generates every row for every image, image-major; returns sequences and per-token log-probabilities."""
         # Resized and normalized where the model runs (transformers' torchvision backend), in one batch.
-        pixel_values = self.processor.image_processor(list(images), return_tensors="pt", device=self.device)["pixel_values"]
+        # input_data_format: without it transformers guesses the layout, and reads a 3-pixel-tall image as channels-first
+        pixel_values = self.processor.image_processor(list(images), return_tensors="pt", device=self.device,
+                                                      input_data_format="channels_last")["pixel_values"]
         rows_per_image = len(row_tokens["input_ids"])
         tokens = {key: value.repeat(len(images), 1) for key, value in row_tokens.items()}
         greedy = self.num_beams == 1

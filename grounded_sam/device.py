@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from .errors import UserInputError
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -20,9 +22,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+        raise UserInputError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+    _check_available(resolved)
+    return resolved
+
+
+def _check_available(device: torch.device) -> None:
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserInputError(f"device {str(device)!r} was asked for, but torch sees no CUDA GPU here; use "
+                                 "'auto' or 'cpu' (or install a CUDA build of torch)")
+        if device.index is not None and device.index >= count:
+            raise UserInputError(f"device {str(device)!r} was asked for, but torch sees {count} CUDA GPU(s) "
+                                 f"(cuda:0 to cuda:{count - 1})")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserInputError("device 'mps' was asked for, but Apple's MPS is not available here; use 'auto' or 'cpu'")
 
 
 def resolve_autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
@@ -35,7 +52,7 @@ def resolve_autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | No
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if dtype not in _DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}: choose 'auto', {', '.join(map(repr, _DTYPES))}")
+        raise UserInputError(f"Unknown dtype {dtype!r}: choose 'auto', {', '.join(map(repr, _DTYPES))}")
     return None if dtype == "float32" else _DTYPES[dtype]
 
 

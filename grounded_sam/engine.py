@@ -43,12 +43,17 @@ class Engine:
         workers: threads that decode images, and as many that run ``prepare``; 0 does everything in the calling
             thread, in order (the plain loop).
         prefetch: batches loaded ahead of the model, and batches of results waiting to be consumed, at most.
+        max_pixels: images with more pixels are skipped (from their header, before decoding); None: no limit.
+
+    Memory is bounded by ``batch_size`` x ``max_pixels``: at most ``2 * prefetch + 1`` batches of images are held
+    at once (loaded ahead, in the model, waiting behind), each image at most ``max_pixels`` pixels.
     """
 
-    def __init__(self, model, batch_size: int = 8, workers: int = 4, prefetch: int = 2):
+    def __init__(self, model, batch_size: int = 8, workers: int = 4, prefetch: int = 2, max_pixels: int | None = None):
         if batch_size < 1 or workers < 0 or prefetch < 1:
             raise ValueError(f"need batch_size >= 1, workers >= 0, prefetch >= 1; got {batch_size}, {workers}, {prefetch}")
         self.model, self.batch_size, self.workers, self.prefetch = model, batch_size, workers, prefetch
+        self.max_pixels = max_pixels
 
     def run(
         self,
@@ -70,7 +75,8 @@ class Engine:
         predictor = IsolatingPredictor(_HalvingOnOutOfMemory(self), skipped)
         if self.workers == 0:
             for batch in self._batches(sources):
-                _consume_all(consume, predictor(load_batch(root, batch, skipped)), threading.Event(), prepare)
+                _consume_all(consume, predictor(load_batch(root, batch, skipped, self.max_pixels)), threading.Event(),
+                             prepare)
                 on_batch(len(batch))
             return
         loaders = ThreadPoolExecutor(self.workers, thread_name_prefix="load")
@@ -116,7 +122,7 @@ class Engine:
                 batch = next(batches, None)
                 if batch is None:
                     break
-                ahead.append((batch, [loaders.submit(_load_one, root, source) for source in batch]))
+                ahead.append((batch, [loaders.submit(_load_one, root, source, self.max_pixels) for source in batch]))
             if not ahead:
                 return
             batch, futures = ahead.popleft()
@@ -130,9 +136,9 @@ class Engine:
             yield batch, loaded
 
 
-def _load_one(root: Path, source: PurePosixPath) -> tuple[np.ndarray | None, str | None]:
+def _load_one(root: Path, source: PurePosixPath, max_pixels: int | None) -> tuple[np.ndarray | None, str | None]:
     reasons: list = []
-    loaded = load_batch(root, [source], reasons)
+    loaded = load_batch(root, [source], reasons, max_pixels)
     return (loaded[0][1], None) if loaded else (None, reasons[0]["reason"])
 
 

@@ -7,10 +7,13 @@ the images it already saw the same output name and the same split.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
+
+from .errors import OutputFolderError, UserInputError
 
 MAX_NAME_BYTES = 200
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -23,7 +26,7 @@ def normalize_extensions(extension: str | Iterable[str] | None) -> tuple[str, ..
         return IMAGE_EXTENSIONS
     items = [extension] if isinstance(extension, str) else list(extension)
     if not items or not all(isinstance(item, str) and item.strip(".") for item in items):
-        raise ValueError(f"extension must be None, '.jpg' or a list like ['.jpg', '.png'], got {extension!r}")
+        raise UserInputError(f"extension must be None, '.jpg' or a list like ['.jpg', '.png'], got {extension!r}")
     return tuple(sorted({"." + item.strip().lstrip(".").lower() for item in items}))
 
 
@@ -136,7 +139,7 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def is_utf8_name(source: PurePosixPath) -> bool:
+def is_utf8_name(source: PurePosixPath | str) -> bool:
     """False for file names that are not valid UTF-8 (kept by Python as surrogate escapes), which cannot be written
     into a UTF-8 dataset (JSON, YAML) as they are."""
     try:
@@ -146,18 +149,50 @@ def is_utf8_name(source: PurePosixPath) -> bool:
     return True
 
 
+def printable(path: PurePosixPath | str) -> str:
+    """A path as text that can always be printed and written to JSON (undecodable bytes shown as ``\\xff``)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def without_undecodable_names(found: Sequence[PurePosixPath], skipped: list[dict]) -> list[PurePosixPath]:
+    """The sources whose names are valid UTF-8; the others go to ``skipped`` with the reason."""
+    kept = [source for source in found if is_utf8_name(source)]
+    skipped += [{"path": printable(source), "reason": "the file name is not valid UTF-8; rename the file"}
+                for source in found if not is_utf8_name(source)]
+    return kept
+
+
+def check_folder_path(path: Path, what: str, option: str) -> None:
+    """Refuses a folder path that is not valid UTF-8: its name goes into JSON and YAML files a run writes."""
+    if not is_utf8_name(path.absolute()):
+        raise UserInputError(f"The {what} path {printable(path.absolute())} is not valid UTF-8 ({option}); rename the "
+                             "folder or choose another one")
+
+
+def check_not_nested(input_root: Path, output_root: Path, option: str) -> None:
+    """Refuses an input folder that is the output folder or lies inside it: the run would write over, or remove,
+    the images it reads. (An output folder inside the input folder is fine: it is left out of the scan.)"""
+    source, output = Path(os.path.realpath(input_root)), Path(os.path.realpath(output_root))
+    if source == output or output in source.parents:
+        raise OutputFolderError(
+            f"The input folder {input_root} lies inside the output folder {output_root} ({option}): the run would "
+            "write where the images are. Choose an output folder outside the input folder"
+        )
+
+
 def check_split_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
     """Validates ``(train, valid)`` or ``(train, valid, test)`` fractions that sum to 1."""
     try:
         values = tuple(float(value) for value in ratios)
     except (TypeError, ValueError):
-        raise ValueError(f"split must be fractions like (0.8, 0.2) or (0.7, 0.2, 0.1), got {ratios!r}") from None
-    if len(values) not in (2, 3) or any(value < 0 for value in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise ValueError(
+        raise UserInputError(f"split must be fractions like (0.8, 0.2) or (0.7, 0.2, 0.1), got {ratios!r}") from None
+    if (len(values) not in (2, 3) or not all(math.isfinite(value) and value >= 0 for value in values)
+            or abs(sum(values) - 1.0) > 1e-6):
+        raise UserInputError(
             f"split must be 2 or 3 non-negative fractions (train, valid[, test]) that sum to 1, got {ratios!r}"
         )
     if values[0] == 0:
-        raise ValueError(f"split gives the train set no images: {ratios!r}")
+        raise UserInputError(f"split gives the train set no images: {ratios!r}")
     return values
 
 

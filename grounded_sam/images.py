@@ -9,31 +9,38 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import InvalidImageError
+
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
+# Labeling and predict skip images larger than this many pixels (README "Auto-label a folder", max_pixels), so that
+# memory stays bounded by batch size x budget whatever a folder holds: a 388 KB PNG can decode to 100 megapixels.
+DEFAULT_MAX_PIXELS = 50_000_000
 
-class InvalidImageError(ValueError):
-    """An input could not be read as an image; the message says which input and why."""
 
-
-def load_image(source: ImageInput) -> np.ndarray:
+def load_image(source: ImageInput, max_pixels: int | None = None) -> np.ndarray:
     """Loads one image as an (H, W, 3) uint8 RGB array.
 
     Args:
         source: a file path (EXIF orientation applied), a PIL image, or a numpy array that is (H, W, 3) uint8 RGB,
             (H, W) or (H, W, 1) uint8 grayscale, or (H, W, 4) uint8 RGBA. PIL modes other than RGB (grayscale, RGBA,
             palette, CMYK, 16-bit and 32-bit integer or float) are converted; transparent pixels are put on white.
+        max_pixels: refuse images with more pixels than this (a file is refused from its header, before it is
+            decoded); None accepts any size Pillow accepts.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        InvalidImageError: the input is not a readable image, or the array has the wrong shape or dtype.
+        InvalidImageError: the input is not a readable image, is over ``max_pixels``, or the array has the wrong
+            shape or dtype.
     """
     if isinstance(source, (str, os.PathLike)):
-        image = _load_path(Path(source))
+        image = _load_path(Path(source), max_pixels)
     elif isinstance(source, Image.Image):
+        _check_size(source.size, max_pixels, "image")
         image = pil_to_rgb_array(source)
     elif isinstance(source, np.ndarray):
         image = _check_array(source)
+        _check_size(image.shape[1::-1], max_pixels, "image array")
     else:
         raise InvalidImageError(
             f"Unsupported image input of type {type(source).__name__}: pass a file path, a PIL.Image or an "
@@ -44,7 +51,16 @@ def load_image(source: ImageInput) -> np.ndarray:
     return image
 
 
-def _load_path(path: Path) -> np.ndarray:
+def _check_size(size: tuple[int, int], max_pixels: int | None, what) -> None:
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise InvalidImageError(
+            f"{what} is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the pixel budget of "
+            f"{max_pixels / 1e6:.1f} megapixels; raise max_pixels (--max-pixels) or downscale the image"
+        )
+
+
+def _load_path(path: Path, max_pixels: int | None = None) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"Image file not found: {path}")
     if not path.is_file():
@@ -53,9 +69,12 @@ def _load_path(path: Path) -> np.ndarray:
         raise InvalidImageError(f"Cannot read image {path}: the file is empty (0 bytes)")
     try:
         with Image.open(path) as image:
+            _check_size(image.size, max_pixels, f"Image {path}")  # from the header: nothing decoded yet
             image.load()
             image = ImageOps.exif_transpose(image)
             return pil_to_rgb_array(image)
+    except InvalidImageError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         # Pillow raises OSError for truncated files and SyntaxError/ValueError for some corrupt headers.
         raise InvalidImageError(f"Cannot read image {path}: {error}") from None

@@ -10,20 +10,24 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
 from .dataset_writer import DatasetOptions, DatasetWriter
 from .engine import Engine
+from .errors import UserInputError
 from .folders import (
     assign_split,
+    check_folder_path,
+    check_not_nested,
     check_split_ratios,
     find_images,
-    is_utf8_name,
     normalize_extensions,
     output_names,
+    without_undecodable_names,
 )
+from .images import DEFAULT_MAX_PIXELS
 
 @dataclass
 class LabelReport:
@@ -85,6 +89,7 @@ def label_folder(
     record_confidence: bool = False,
     overwrite: bool = False,
     link: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     batch_size: int = 8,
     workers: int = 4,
     progress: bool = True,
@@ -102,44 +107,28 @@ def label_folder(
 
     Raises:
         FileNotFoundError: the input folder is missing or holds no image with the wanted extensions.
-        OutputFolderError: the output folder holds other files, or a dataset labeled with other settings.
+        OutputFolderError: the output folder holds other files, a dataset labeled with other settings, or a link;
+            or the input folder lies inside it.
         OutputWriteError: the output disk failed; what was written is kept and a rerun continues.
     """
-    started = time.perf_counter()
-    if batch_size < 1 or workers < 0:
-        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
-    input_root = Path(input_folder)
-    output_root = Path(output_folder) if output_folder is not None else default_output_folder(input_root)
+    check_run_options(batch_size, workers)
     formats = formats.replace(" ", "").split(",") if isinstance(formats, str) else formats
     options = DatasetOptions(
         classes=tuple(model.ontology.classes()), split=check_split_ratios(split), seed=int(seed),
         formats=tuple(formats), yolo_boxes_only=yolo_boxes_only, coco_segmentation=coco_segmentation,
         polygon_approximation=polygon_approximation, keep_empty=keep_empty, record_confidence=record_confidence,
     )
-    skipped: list[dict] = []
-    found = find_images(input_root, extension, recursive, exclude=[output_root], errors=skipped)
-    if not found:
-        raise FileNotFoundError(
-            f"No images found in {input_root} (extensions {', '.join(normalize_extensions(extension))}"
-            f"{'' if recursive else ', top level only: recursive=True walks sub-folders'})"
-        )
-    sources = [source for source in found if is_utf8_name(source)]
-    skipped += [{"path": str(source).encode("utf-8", "backslashreplace").decode("utf-8"),
-                 "reason": "the file name is not valid UTF-8; rename the file"} for source in found if source not in sources]
-    settings = {"input_folder": str(input_root.resolve()), "extension": list(normalize_extensions(extension)),
-                "recursive": recursive, "ontology": model.ontology.to_dict(),
-                "model": model.settings(), "dataset": asdict(options)}
-    writer = DatasetWriter(output_root, options, settings, overwrite=overwrite, link=link)
-    try:
-        report = _label_sources(model, input_root, sources, writer, skipped, batch_size, workers, progress)
-        report.images_found = len(found)
-        _fill_totals(report, writer.finish(), options, time.perf_counter() - started)
-        writer.write_report(report.to_dict())
-    finally:
-        writer.close()
+    with LabelingJob(input_folder, output_folder, model.ontology, model.settings(), options, extension=extension,
+                     recursive=recursive, overwrite=overwrite, link=link, max_pixels=max_pixels) as job:
+        report = job.run(model, batch_size=batch_size, workers=workers, progress=progress)
     if verbose:
         print(report.summary())
     return report
+
+
+def check_run_options(batch_size: int, workers: int) -> None:
+    if batch_size < 1 or workers < 0:
+        raise UserInputError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
 
 
 def default_output_folder(input_root: Path) -> Path:
@@ -148,25 +137,85 @@ def default_output_folder(input_root: Path) -> Path:
     return resolved.with_name(f"{resolved.name}_labeled")
 
 
-def _label_sources(model, input_root, sources, writer, skipped, batch_size, workers, progress) -> LabelReport:
-    names = output_names(sources, writer.done)
-    todo = [source for source in sources if source not in writer.done]
-    report = LabelReport(str(input_root), str(writer.root), already_done=len(sources) - len(todo), skipped=skipped)
-    options = writer.options
+class LabelingJob:
+    """A labeling run checked and ready to go: images found, output folder checked and locked, settings compared
+    with the dataset already there. No model is needed for this, so the command line does it before loading models;
+    :meth:`run` then labels what is left. Use it as a context manager (the lock is held until it closes).
 
-    def convert(source, image, detections):  # on the engine's conversion threads, in any order
-        return writer.convert(detections, image.shape)
+    Args:
+        input_folder, output_folder: as for :func:`label_folder` (``output_folder`` None: ``<input>_labeled``).
+        ontology: the ``CaptionOntology`` the model labels with.
+        model_settings: what the model's outputs depend on (``GroundedSAM2.settings()``, or the same computed from
+            its spec before it is built).
+        options: how the dataset is written.
+        extension, recursive, overwrite, link, max_pixels: as for :func:`label_folder`.
+    """
 
-    def write(source, image, labels):  # on the engine's background thread, one image at a time, in order
-        split_name = assign_split(source, options.split, options.seed)
-        writer.write(source, input_root / source, names[source], split_name, image.shape, labels)
-        report.labeled_this_run += 1
+    def __init__(self, input_folder, output_folder, ontology, model_settings: dict, options: DatasetOptions, *,
+                 extension=None, recursive: bool = False, overwrite: bool = False, link: bool = True,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        self.started = time.perf_counter()
+        if max_pixels is not None and max_pixels < 1:
+            raise UserInputError(f"max_pixels must be >= 1 or None, got {max_pixels}")
+        self.input_root = Path(input_folder)
+        output_root = Path(output_folder) if output_folder is not None else default_output_folder(self.input_root)
+        check_folder_path(self.input_root, "input folder", "input_folder")
+        check_folder_path(output_root, "output folder", "output_folder")
+        check_not_nested(self.input_root, output_root, "input_folder, output_folder")
+        self.options, self.max_pixels, self.skipped = options, max_pixels, []
+        found = find_images(self.input_root, extension, recursive, exclude=[output_root], errors=self.skipped)
+        if not found:
+            raise FileNotFoundError(
+                f"No images found in {self.input_root} (extensions {', '.join(normalize_extensions(extension))}"
+                f"{'' if recursive else ', top level only: recursive=True walks sub-folders'})"
+            )
+        self.found = len(found)
+        self.sources = without_undecodable_names(found, self.skipped)
+        settings = {"input_folder": str(self.input_root.resolve()), "extension": list(normalize_extensions(extension)),
+                    "recursive": recursive, "ontology": ontology.to_dict(), "model": model_settings,
+                    "dataset": asdict(options)}
+        self.writer = DatasetWriter(output_root, options, settings, overwrite=overwrite, link=link)
 
-    with tqdm(total=len(sources), initial=report.already_done, unit="img", disable=None if progress else True,
-              desc="Labeling") as bar:
-        Engine(model, batch_size, workers).run(input_root, todo, write, report.skipped, on_batch=bar.update,
-                                               prepare=convert)
-    return report
+    def __enter__(self) -> LabelingJob:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    @property
+    def todo(self) -> list[PurePosixPath]:
+        """The images still to label, in path order."""
+        return [source for source in self.sources if source not in self.writer.done]
+
+    def run(self, model, batch_size: int = 8, workers: int = 4, progress: bool = True) -> LabelReport:
+        """Labels the images still to do with ``model``, assembles the dataset's COCO files and data.yaml, writes
+        report.json and returns the report."""
+        check_run_options(batch_size, workers)
+        if tuple(model.ontology.classes()) != self.options.classes:
+            raise UserInputError(f"The model labels {model.ontology.classes()}, the dataset {list(self.options.classes)}")
+        writer, names, todo = self.writer, output_names(self.sources, self.writer.done), self.todo
+        report = LabelReport(str(self.input_root), str(writer.root), already_done=len(self.sources) - len(todo),
+                             skipped=self.skipped, images_found=self.found)
+        options = self.options
+
+        def convert(source, image, detections):  # on the engine's conversion threads, in any order
+            return writer.convert(detections, image.shape)
+
+        def write(source, image, labels):  # on the engine's background thread, one image at a time, in order
+            split_name = assign_split(source, options.split, options.seed)
+            writer.write(source, self.input_root / source, names[source], split_name, image.shape, labels)
+            report.labeled_this_run += 1
+
+        with tqdm(total=len(self.sources), initial=report.already_done, unit="img",
+                  disable=None if progress else True, desc="Labeling") as bar:
+            Engine(model, batch_size, workers, max_pixels=self.max_pixels).run(
+                self.input_root, todo, write, report.skipped, on_batch=bar.update, prepare=convert)
+        _fill_totals(report, writer.finish(), options, time.perf_counter() - self.started)
+        writer.write_report(report.to_dict())
+        return report
 
 
 def _fill_totals(report: LabelReport, counts: dict, options: DatasetOptions, elapsed: float) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import CHECKPOINT_SUFFIXES, default_sam2_processor, is_checkpoint_file, load_sam2_checkpoint
+from .errors import InvalidCheckpointError, ModelNotAvailableError, UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +39,18 @@ PRESETS = {
 }
 
 
-class ModelNotAvailableError(OSError):
-    """A model could not be loaded from a local directory, the Hugging Face cache or the hub."""
-
-
 def resolve_preset(name: str) -> ModelPreset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+        raise UserInputError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None
 
 
 def load_florence2(source: str | os.PathLike, device: torch.device):
     """Loads ``Florence2ForConditionalGeneration`` and its processor from a hub id or local directory, in eval mode."""
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
+    _check_model_type(source, ("florence2",), "Florence-2", "florence")
     model = _from_pretrained(Florence2ForConditionalGeneration, source, "Florence-2", "florence", dtype=torch.float32)
     processor = _from_pretrained(AutoProcessor, source, "Florence-2 processor", "florence")
     return model.to(device).eval(), processor
@@ -66,14 +64,31 @@ def load_sam2(source: str | os.PathLike, device: torch.device, size: str | None 
     if is_checkpoint_file(source):
         return load_sam2_checkpoint(source, size).to(device), default_sam2_processor()
     if size is not None and not str(source).endswith(CHECKPOINT_SUFFIXES):
-        raise ValueError(f"sam_size is for Meta .pt checkpoint files; {source} is a hub id or folder with its own config")
+        raise UserInputError(f"sam_size is for Meta .pt checkpoint files; {source} is a hub id or folder with its own config")
     if str(source).endswith(CHECKPOINT_SUFFIXES):
         raise ModelNotAvailableError(
             f"SAM 2 checkpoint file not found: {source}. checkpoints/download_ckpts.sh downloads Meta's files"
         )
+    _check_model_type(source, SAM2_MODEL_TYPES, "SAM 2", "sam")
     model = _from_pretrained(Sam2Model, source, "SAM 2", "sam", dtype=torch.float32)
     processor = _from_pretrained(Sam2Processor, source, "SAM 2 processor", "sam")
     return model.to(device).eval(), processor
+
+
+SAM2_MODEL_TYPES = ("sam2", "sam2_video")  # the hub's sam2.1 repos are saved from Sam2VideoModel; both load
+
+
+def _check_model_type(source, expected: tuple[str, ...], what: str, argument: str) -> None:
+    """Refuses, before any weights load, a model whose config is of another kind (a SAM folder given as Florence-2
+    would otherwise load with random weights and fail on every image)."""
+    from transformers import PretrainedConfig
+
+    config = _from_pretrained(PretrainedConfig.get_config_dict, source, what, argument)[0]
+    if config.get("model_type") not in expected:
+        raise InvalidCheckpointError(
+            f"{source} is a {config.get('model_type') or 'model of unknown type'} model, not {what} "
+            f"({argument}=... expects a {' or '.join(expected)} model)"
+        )
 
 
 def _from_pretrained(cls, source, what: str, argument: str, **options):
@@ -82,8 +97,9 @@ def _from_pretrained(cls, source, what: str, argument: str, **options):
     looks_local = os.path.isabs(source) or source.startswith((".", "~")) or os.path.exists(source)
     if looks_local and not Path(source).expanduser().is_dir():
         raise ModelNotAvailableError(f"{what} directory not found: {source} (pass an existing directory or a hub id)")
+    load = cls.from_pretrained if isinstance(cls, type) else cls
     try:
-        return cls.from_pretrained(str(Path(source).expanduser()) if looks_local else source, **options)
+        return load(str(Path(source).expanduser()) if looks_local else source, **options)
     except OSError as error:
         raise ModelNotAvailableError(_not_available_message(source, what, argument, error)) from error
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserInputError
+
 
 class CaptionOntology:
     """Maps text prompts (what the detector is asked to find) to class names (what is written to datasets).
@@ -26,16 +28,16 @@ class CaptionOntology:
 
     def __init__(self, prompts_to_classes: Mapping[str, str]):
         if not isinstance(prompts_to_classes, Mapping):
-            raise ValueError(
+            raise UserInputError(
                 f"CaptionOntology expects a mapping {{prompt: class_name}}, got {type(prompts_to_classes).__name__}; "
                 "for a list of prompts use CaptionOntology({p: p for p in prompts})"
             )
         if not prompts_to_classes:
-            raise ValueError("The ontology is empty: give at least one {prompt: class_name} pair, e.g. {'a dog': 'dog'}")
+            raise UserInputError("The ontology is empty: give at least one {prompt: class_name} pair, e.g. {'a dog': 'dog'}")
         self._prompt_to_class: dict[str, str] = {}
         for prompt, class_name in prompts_to_classes.items():
-            prompt = _clean_entry(prompt, "prompt", prompt)
-            self._prompt_to_class[prompt] = _clean_entry(class_name, f"class for prompt {prompt!r}", class_name)
+            prompt = _clean_entry(prompt, "prompt")
+            self._prompt_to_class[prompt] = _clean_entry(class_name, f"class for prompt {_short(prompt)}")
         self._classes = list(dict.fromkeys(self._prompt_to_class.values()))
 
     @classmethod
@@ -43,26 +45,21 @@ class CaptionOntology:
         """Reads an ontology from YAML (``.yaml``/``.yml``) or JSON (``.json``).
 
         The file holds either a mapping ``{prompt: class_name}`` or a plain list of prompts (each its own class).
+        It must be UTF-8 and at most 1 MiB; YAML anchors and aliases, and keys given twice, are refused.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Ontology file not found: {path}")
-        text = path.read_text(encoding="utf-8")
-        try:
-            content = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as error:
-            raise ValueError(f"Ontology file {path} is not valid {path.suffix.lstrip('.').upper()}: {_brief(error)}") from None
+        content = load_mapping_file(path)
         if isinstance(content, list):
             content = {prompt: prompt for prompt in content}
         if not isinstance(content, Mapping):
-            raise ValueError(
+            raise UserInputError(
                 f"Ontology file {path} must hold a mapping {{prompt: class_name}} or a list of prompts, "
                 f"got {type(content).__name__}"
             )
         try:
             return cls(content)
         except ValueError as error:
-            raise ValueError(f"Ontology file {path}: {error}") from None
+            raise UserInputError(f"Ontology file {path}: {error}") from None
 
     def prompts(self) -> list[str]:
         """The prompts, in the order given."""
@@ -109,12 +106,74 @@ class CaptionOntology:
         return f"CaptionOntology({self._prompt_to_class!r})"
 
 
-def _clean_entry(value: object, what: str, shown: object) -> str:
+def _clean_entry(value: object, what: str) -> str:
+    # Only the type goes into the message: a parsed value can be huge (never repr it whole).
     if not isinstance(value, str):
-        raise ValueError(f"Ontology {what} must be a string, got {type(value).__name__}: {shown!r}")
+        raise UserInputError(f"Ontology {what} must be a string, got a {type(value).__name__}")
     if not value.strip():
-        raise ValueError(f"Ontology {what} is blank: {shown!r}")
+        raise UserInputError(f"Ontology {what} is blank")
     return value.strip()
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+MAX_FILE_BYTES = 1 << 20  # an ontology of a few thousand prompts is ~100 KB
+
+
+def load_mapping_file(path: Path):
+    """The parsed content of a small UTF-8 JSON or YAML file, refusing what could blow up or silently lose data:
+    files over ``MAX_FILE_BYTES``, YAML anchors and aliases (a few hundred bytes of nested aliases expand to
+    gigabytes), and keys given twice."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Ontology file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise UserInputError(f"Ontology file {path} is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserInputError(f"Ontology file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+    try:
+        if kind == "JSON":
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise UserInputError(f"Ontology file {path} is not valid {kind}: {_brief(error)}") from None
+    except _DuplicateKey as error:
+        raise UserInputError(f"Ontology file {path} gives the key {_short(str(error))} twice; keep one") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without anchors and aliases, and with duplicate keys refused."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None) is not None:
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"anchors and aliases (& and *) are not allowed (line {mark.line + 1})")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=True) for key, _ in node.value]
+        for index, key in enumerate(keys):
+            if isinstance(key, str) and key in keys[:index]:
+                raise _DuplicateKey(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _brief(error: Exception) -> str:

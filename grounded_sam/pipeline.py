@@ -19,6 +19,7 @@ from .images import ImageInput, load_image
 from .interactive import Segmenter
 from .labeled_dataset import LabeledDataset
 from .labeling import label_folder
+from .errors import UserInputError
 from .models import load_florence2, load_sam2, resolve_preset
 from .ontology import CaptionOntology
 from .segmenter import Sam2Segmenter
@@ -68,15 +69,14 @@ class GroundedSAM2:
         compile: bool = False,
     ):
         if not isinstance(ontology, CaptionOntology):
-            raise ValueError(
+            raise UserInputError(
                 f"ontology must be a CaptionOntology, got {type(ontology).__name__}; "
                 "wrap a dict with CaptionOntology({'a dog': 'dog'})"
             )
-        if not 0.0 <= min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
-        if nms_threshold is not None and not 0.0 < nms_threshold <= 1.0:
-            raise ValueError(f"nms_threshold must be in (0, 1] or None, got {nms_threshold}")
-        check_generation_options(task, max_new_tokens, num_beams)
+        self._settings = pipeline_settings(
+            florence, sam, preset, device, dtype, task, min_confidence, nms_threshold, class_agnostic_nms,
+            multimask_output, max_new_tokens, num_beams,
+        )
         chosen = resolve_preset(preset)
         self.ontology = ontology
         self.device = resolve_device(device)
@@ -87,6 +87,7 @@ class GroundedSAM2:
             florence_model, florence_processor, ontology, task=task, max_new_tokens=max_new_tokens,
             num_beams=num_beams, autocast_dtype=autocast_dtype,
         )
+        self.detector.captions()  # a prompt too long for Florence-2 fails here, once, not on every image
         self.segmenter = Sam2Segmenter(sam_model, sam_processor, multimask_output, autocast_dtype)
         if compile:
             compile_encoders(self)
@@ -94,11 +95,6 @@ class GroundedSAM2:
         self.min_confidence = min_confidence
         self.nms_threshold = nms_threshold
         self.class_agnostic_nms = class_agnostic_nms
-        self._settings = {
-            "florence": _model_identity(florence_model), "sam": _model_identity(sam_model), "task": task,
-            "min_confidence": min_confidence, "nms_threshold": nms_threshold, "class_agnostic_nms": class_agnostic_nms,
-            "multimask_output": multimask_output, "max_new_tokens": max_new_tokens, "num_beams": num_beams,
-        }
 
     def settings(self) -> dict:
         """The models (hub id or local path) and options the detections depend on; a labeled dataset stores them so
@@ -207,6 +203,32 @@ class GroundedSAM2:
         return detections
 
 
-def _model_identity(model) -> str:
-    name = model.config.name_or_path
-    return str(Path(name).resolve()) if Path(name).is_dir() else name  # the same folder from any working directory
+def pipeline_settings(
+    florence=None, sam=None, preset: str = "default", device="auto", dtype: str = "auto", task: str = PHRASE_GROUNDING,
+    min_confidence: float = 0.0, nms_threshold: float | None = 0.7, class_agnostic_nms: bool = False,
+    multimask_output: bool = False, max_new_tokens: int = 1024, num_beams: int = 1,
+) -> dict:
+    """What ``GroundedSAM2(...)`` with these arguments would give as ``settings()``, computed without loading a model
+    (so that a labeling run can be checked against its dataset first). Raises for invalid options."""
+    if not 0.0 <= min_confidence <= 1.0:
+        raise UserInputError(f"min_confidence must be in [0, 1], got {min_confidence}")
+    if nms_threshold is not None and not 0.0 < nms_threshold <= 1.0:
+        raise UserInputError(f"nms_threshold must be in (0, 1] or None, got {nms_threshold}")
+    check_generation_options(task, max_new_tokens, num_beams)
+    chosen = resolve_preset(preset)
+    precision = resolve_autocast_dtype(dtype, resolve_device(device))
+    return {
+        "florence": source_identity(florence or chosen.florence), "sam": source_identity(sam or chosen.sam),
+        "task": task, "min_confidence": min_confidence, "nms_threshold": nms_threshold,
+        "class_agnostic_nms": class_agnostic_nms, "multimask_output": multimask_output,
+        "max_new_tokens": max_new_tokens, "num_beams": num_beams,
+        "precision": "float32" if precision is None else str(precision).removeprefix("torch."),
+    }
+
+
+def source_identity(source: str | os.PathLike) -> str:
+    """A model source as a dataset records it: a hub id as given, a local folder or file as its absolute path (the
+    same from any working directory)."""
+    text = str(source)
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text

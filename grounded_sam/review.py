@@ -9,6 +9,7 @@ no network), so it opens from disk or from any static file server.
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 from collections import Counter
@@ -20,8 +21,9 @@ import supervision as sv
 from PIL import Image
 
 from .annotate import annotate
+from .dataset_files import atomic_write_bytes, atomic_write_text, real_directory, remove_owned_file
+from .dataset_writer import REVIEW_DIR, REVIEW_MANIFEST, STATE_DIR, listed_files
 from .images import load_image
-from .dataset_writer import REVIEW_DIR
 from .labeled_dataset import LabeledDataset
 
 NO_DETECTIONS = "(no detections)"
@@ -44,28 +46,37 @@ def write_review(
         raise ValueError(f"max_images must be >= 0 and thumbnail_size >= 16, got {max_images} and {thumbnail_size}")
     dataset = LabeledDataset(dataset_folder)
     root = Path(dataset_folder).absolute()
-    thumbs = root / REVIEW_DIR / "thumbs"
-    thumbs.mkdir(parents=True, exist_ok=True)
-    for stale in thumbs.glob("*.jpg"):
-        stale.unlink()
-    cards, detections_per_class, images_per_class = [], Counter(), Counter()
+    real_directory(root, STATE_DIR, create=False)  # the manifest goes there: never through a link
+    thumbs = real_directory(root, f"{REVIEW_DIR}/thumbs")
+    for stale in listed_files(root / REVIEW_MANIFEST):  # only what an earlier review wrote
+        remove_owned_file(root, stale)
     paths = sorted(dataset.image_paths)
+    drawn_count = min(max_images, len(paths))
+    # Listed before they are written, so that whatever a killed run left is known to the next one.
+    written = [f"{REVIEW_DIR}/index.html", *(f"{REVIEW_DIR}/thumbs/{index:06d}.jpg" for index in range(drawn_count))]
+    atomic_write_text(root / REVIEW_MANIFEST, json.dumps({"files": written}))
+    cards, detections_per_class, images_per_class = [], Counter(), Counter()
     for index, image_path in enumerate(tqdm(paths, desc="Review", unit="img", disable=None if progress else True)):
-        drawn = index < max_images
+        drawn = index < drawn_count
         detections = dataset.annotations[image_path] if drawn else None  # masks decoded only for thumbnails
         names = detections.data["class_name"].tolist() if drawn else dataset.class_names(image_path)
         detections_per_class.update(names)
         images_per_class.update(set(names) or {NO_DETECTIONS})
         if drawn:
             thumbnail = f"{index:06d}.jpg"  # our own names: nothing from the dataset ends up in a path
-            picture = _thumbnail(image_path, detections, thumbnail_size)
-            Image.fromarray(picture).save(thumbs / thumbnail, quality=85)
+            atomic_write_bytes(thumbs / thumbnail, _jpeg(_thumbnail(image_path, detections, thumbnail_size)))
             cards.append({"src": f"thumbs/{thumbnail}", "name": Path(image_path).name, "split": dataset.splits[image_path],
                           "classes": sorted(set(names)), "counts": dict(Counter(names))})
     page = root / REVIEW_DIR / "index.html"
-    page.write_text(_page(root, dataset.classes, cards, len(paths), detections_per_class, images_per_class,
-                          _skipped(root)), encoding="utf-8")
+    atomic_write_text(page, _page(root, dataset.classes, cards, len(paths), detections_per_class, images_per_class,
+                                  _skipped(root)))
     return page
+
+
+def _jpeg(picture: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
 
 
 def _thumbnail(image_path: str, detections: sv.Detections, side: int) -> np.ndarray:

@@ -36,7 +36,8 @@ def upsample_masks(processor, low_res: torch.Tensor, size: tuple[int, int]) -> n
 def encode_images(model, processor, images: Sequence[np.ndarray], autocast_dtype) -> list[torch.Tensor]:
     """One image-encoder pass over (H, W, 3) uint8 RGB images: SAM 2's feature levels, batch first."""
     # Resized and normalized where the model runs (transformers' torchvision backend), in one batch.
-    inputs = processor(images=sam_pixels(images, model.device), do_rescale=False, return_tensors="pt", device=model.device)
+    inputs = processor(images=sam_pixels(images, model.device), do_rescale=False, return_tensors="pt",
+                       device=model.device, input_data_format="channels_first")  # never guessed: see sam_pixels
     pixel_values = inputs["pixel_values"].to(model.device, model.dtype)
     step = images_per_pass(model.device, len(pixel_values))
     with autocast(model.device, autocast_dtype):

@@ -48,7 +48,9 @@ def test_predict_writes_pictures_and_json_and_reports_bad_images(photos, florenc
                   "--florence", florence_dir, "--sam", sam_dir, "--device", "cpu", "--batch-size", "2")
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
-        "astronaut.jpg", "astronaut.json", "cat.jpg", "cat.json"]
+        ".grounded-sam", "astronaut.jpg", "astronaut.json", "cat.jpg", "cat.json"]
+    assert json.loads((tmp_path / "out" / ".grounded-sam" / "predict.json").read_text())["files"] == [
+        "astronaut.jpg", "astronaut.json", "cat.jpg", "cat.json"]  # what a rerun may replace
     assert "skipped broken.jpg" in result.stderr and "2 of 3 images" in result.stderr
     content = json.loads((tmp_path / "out" / "cat.json").read_text())
     assert content["width"] == 226 and content["height"] == 150 and content["detections"]
@@ -75,7 +77,7 @@ def test_predict_writes_pictures_and_json_and_reports_bad_images(photos, florenc
         (["label", "{photos}", "-p", "dog", "--split", "0.5,0.2", "--device", "cpu", "--florence", "{florence}",
           "--sam", "{sam}"], "split"),
         (["label", "{photos}", "-p", "dog", "-o", "{photos}", "--device", "cpu", "--florence", "{florence}",
-          "--sam", "{sam}"], "not empty and was not written by grounded-sam"),
+          "--sam", "{sam}"], "lies inside the output folder"),
         (["review", "{photos}"], "is not a dataset written by grounded-sam"),
         (["label", "{photos}", "-p", "dog", "--format", "xml"], "--format must be one or both of yolo, coco"),
         (["label", "{photos}", "-p", "dog", "--coco-segmentation", "mesh"], "--coco-segmentation must be one of"),

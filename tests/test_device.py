@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from grounded_sam.device import autocast, resolve_autocast_dtype, resolve_device
+from grounded_sam.errors import UserInputError
 
 
 def test_auto_picks_cuda_when_present(monkeypatch):
@@ -15,10 +16,23 @@ def test_auto_falls_back_to_cpu(monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
 
 
-def test_explicit_and_bad_devices():
+def test_explicit_and_bad_devices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match="Unknown device"):
         resolve_device("gpu please")
+    with pytest.raises(UserInputError, match=r"torch sees 2 CUDA GPU\(s\) \(cuda:0 to cuda:1\)"):
+        resolve_device("cuda:2")
+
+
+def test_a_device_that_is_not_there_is_refused_before_any_model_loads(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserInputError, match="torch sees no CUDA GPU here; use 'auto' or 'cpu'"):
+        resolve_device("cuda")
+    with pytest.raises(UserInputError, match="MPS is not available"):
+        resolve_device("mps")
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,8 @@ def test_loading_runs_ahead_by_at_most_prefetch_batches(tmp_path, monkeypatch):
     make_good_images(tmp_path, 20)
     started = []
     real_load = engine_module._load_one
-    monkeypatch.setattr(engine_module, "_load_one", lambda root, source: started.append(source) or real_load(root, source))
+    monkeypatch.setattr(engine_module, "_load_one",
+                        lambda root, source, budget: started.append(source) or real_load(root, source, budget))
 
     class Watching(CannedModel):
         def predict_arrays(self, images):

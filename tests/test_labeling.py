@@ -264,12 +264,13 @@ def test_a_model_that_always_fails_stops_the_run(photos, tmp_path):
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
 def test_disk_failure_stops_with_a_clear_error_keeps_work_and_a_rerun_completes(photos, tmp_path, monkeypatch, code):
     real_write = dataset_writer.atomic_write_text
-    calls = []
+    records = []
 
     def failing_write(path, text):
-        calls.append(path)
-        if len(calls) > 12:  # settings, then a label and a record per image: fails during the 6th image
-            raise OSError(code, "simulated", str(path))
+        if path.parent.name == "records":
+            records.append(path)
+            if len(records) > 5:  # the 6th image's record
+                raise OSError(code, "simulated", str(path))
         real_write(path, text)
 
     monkeypatch.setattr(dataset_writer, "atomic_write_text", failing_write)

@@ -3,6 +3,9 @@
 import errno
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -47,15 +50,15 @@ def test_an_interrupted_overwrite_leaves_nothing_that_looks_done(photos, tmp_pat
     output = tmp_path / "out"
     _label(CannedModel(), photos, output)
     removed = []
-    real_remove = dataset_writer.remove
+    real_remove = dataset_writer.remove_owned_file
 
-    def interrupted(path):
-        removed.append(path)
-        if len(removed) == 2:
-            raise OSError(errno.EIO, "simulated failure", str(path))
-        real_remove(path)
+    def interrupted(root, relative):
+        removed.append(relative)
+        if len(removed) == 5:  # amid the removal of the images' files
+            raise OSError(errno.EIO, "simulated failure", str(root / relative))
+        return real_remove(root, relative)
 
-    monkeypatch.setattr(dataset_writer, "remove", interrupted)
+    monkeypatch.setattr(dataset_writer, "remove_owned_file", interrupted)
     with pytest.raises(OutputWriteError):
         _label(CannedModel(), photos, output, split=(0.5, 0.5), overwrite=True)
     monkeypatch.undo()
@@ -75,9 +78,9 @@ def test_a_first_run_that_failed_early_can_be_rerun(photos, tmp_path):
 
 def test_disk_errors_name_the_output_file_not_the_input(photos, tmp_path, monkeypatch):
     def full(source, destination):
-        raise OSError(errno.ENOSPC, "No space left on device", str(source))
+        raise OSError(errno.ENOSPC, "No space left on device", destination.name)
 
-    monkeypatch.setattr("shutil.copyfile", full)
+    monkeypatch.setattr("shutil.copyfileobj", full)
     with pytest.raises(OutputWriteError) as caught:
         _label(CannedModel(), photos, tmp_path / "out", link=False)
     assert str(tmp_path / "out") in str(caught.value) and "No space left" in str(caught.value)
@@ -88,7 +91,7 @@ def test_files_of_an_image_whose_record_was_never_written_are_removed(photos, tm
     real_write = dataset_writer.atomic_write_text
 
     def killed_before_third_record(path, text):
-        if path.name == "img_002.png.json":
+        if path.parent.name == "records" and path.name == "img_002.png.json":
             raise OSError(errno.EIO, "killed", str(path))
         real_write(path, text)
 
@@ -113,6 +116,40 @@ def test_a_cut_record_is_labeled_again(photos, tmp_path):
     report = _label(model, photos, tmp_path / "out")
     assert report.already_done == 5 and sum(model.batches) == 1 and report.images_labeled == 6
     assert len(LabeledDataset(tmp_path / "out")) == 6
+
+
+def test_a_record_cut_inside_its_detections_is_labeled_again(photos, tmp_path):
+    _label(CannedModel(), photos, tmp_path / "out")
+    record = next(path for path in _records(tmp_path / "out") if b'"rle"' in path.read_bytes())
+    whole = record.read_bytes()
+    record.write_bytes(whole[: whole.index(b'"rle"') + 20])  # header whole, detections cut mid-entry
+    model = CannedModel()
+    report = _label(model, photos, tmp_path / "out")
+    assert report.already_done == 5 and sum(model.batches) == 1
+    relabeled, original = record.read_text().splitlines(), whole.decode().splitlines()
+    assert relabeled[1] == original[1]  # the same detections, whole again (under new ids)
+
+
+def test_a_write_that_fails_halfway_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    # A file-size limit makes the write fail after its first bytes, whatever way the file is written.
+    target = tmp_path / "labels" / "img.txt"
+    target.parent.mkdir()
+    target.write_text("the old labels\n")
+    code = textwrap.dedent(f"""
+        import resource, signal
+        from pathlib import Path
+        from grounded_sam.dataset_files import atomic_write_text
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        try:
+            atomic_write_text(Path({str(target)!r}), "0 0.5 0.5 0.1 0.1\\n" * 10000)
+        except OSError as error:
+            print("failed:", error.errno)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("failed:"), (result.stdout, result.stderr)
+    assert target.read_text() == "the old labels\n"
+    assert sorted(path.name for path in target.parent.iterdir()) == ["img.txt"]
 
 
 def test_another_input_folder_is_not_taken_for_a_resume(photos, tmp_path):
