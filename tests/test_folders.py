@@ -86,6 +86,13 @@ def test_output_names_are_stable_when_resuming_and_when_images_are_added():
     assert resumed == uninterrupted
 
 
+def test_a_new_image_never_takes_the_label_file_of_an_image_that_left_the_folder():
+    # dog.jpg was labeled earlier and has since left the folder; its record (and label dog.txt) remain.
+    taken = {P("dog.jpg"): "dog.jpg"}
+    names = output_names([P("dog.png")], taken)
+    assert P(names[P("dog.png")]).stem.casefold() != "dog"
+
+
 def test_split_is_deterministic_seeded_and_close_to_the_ratios():
     sources = [P(f"img_{index}.jpg") for index in range(4000)]
     splits = [assign_split(source, (0.7, 0.2, 0.1), seed=3) for source in sources]

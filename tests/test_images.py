@@ -105,6 +105,12 @@ def test_directory_and_unsupported_types_raise(tmp_path):
         load_image(12)
 
 
+def test_sixteen_bit_maps_the_top_of_the_range_by_257():
+    # 65535 -> 255 needs a division by 257 (= 65535 / 255); dividing by 256 gives 51400 -> 201 and 65535 -> 256
+    loaded = load_image(Image.fromarray(np.array([[0, 257, 51400, 65535]], dtype=np.uint16)))
+    assert loaded[0, :, 0].tolist() == [0, 1, 200, 255]
+
+
 def test_sixteen_bit_frames_share_one_scale():
     dim = Image.fromarray(np.array([[0, 4095]], dtype=np.uint16))
     bright = Image.fromarray(np.array([[0, 4095, 65535]], dtype=np.uint16))

@@ -148,6 +148,15 @@ def test_segment_everything_is_well_formed_deduplicated_and_filtered(segmenter):
     assert len(segmenter.segment_everything(image, points_per_side=6, pred_iou_thresh=1.0)) == 0
 
 
+def test_segment_everything_drops_unstable_masks(segmenter):
+    # The tiny model's logits are ~1e-5, so an offset of that order is what tells stable masks from unstable ones.
+    options = dict(points_per_side=6, pred_iou_thresh=0.0, box_nms_thresh=1.0, stability_score_offset=1e-6)
+    every = segmenter.segment_everything(_shapes_image(), stability_score_thresh=0.0, **options)
+    stable = segmenter.segment_everything(_shapes_image(), stability_score_thresh=0.9, **options)
+    assert 0 < len(stable) < len(every)
+    assert len(segmenter.segment_everything(_shapes_image(), points_per_side=6)) == 0  # defaults: none is stable
+
+
 def test_segment_everything_removes_small_holes_and_specks_and_chunks_points(segmenter, monkeypatch):
     image = _shapes_image()
     calls = []

@@ -15,6 +15,12 @@ def test_many_prompts_one_class_and_deduplicated_classes():
     assert len(ontology) == 4
 
 
+def test_classes_keep_first_seen_order_not_alphabetical():
+    ontology = CaptionOntology({"a zebra": "zebra", "an apple": "apple", "a striped horse": "zebra", "a mango": "mango"})
+    assert ontology.classes() == ["zebra", "apple", "mango"]
+    assert ontology.class_id("apple") == 1
+
+
 def test_entries_are_stripped():
     assert CaptionOntology({"  a cat ": " cat "}).to_dict() == {"a cat": "cat"}
 

@@ -91,6 +91,11 @@ def test_bins_to_xyxy_uses_bin_centres_and_clips():
     np.testing.assert_allclose(xyxy, [[0.5, 0.25, 999.5, 249.75], [10.5, 10.25, 30.5, 20.25]])
 
 
+def test_bins_past_the_image_are_clipped_to_it():
+    xyxy = bins_to_xyxy(np.array([[-40, 0, 1200, 1500]]), width=100, height=50)
+    np.testing.assert_allclose(xyxy, [[0.0, 0.025, 100.0, 50.0]])
+
+
 def test_non_degenerate():
     xyxy = np.array([[0, 0, 10, 10], [5, 5, 5.5, 9], [5, 5, 9, 5], [9, 9, 1, 1]], dtype=np.float32)
     assert non_degenerate(xyxy).tolist() == [True, False, False, False]

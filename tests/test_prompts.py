@@ -12,6 +12,12 @@ def test_one_object_with_clicks():
     assert batch.boxes is None and batch.masks is None
 
 
+@pytest.mark.parametrize("box", [[50, 40, 10, 60], [10, 60, 50, 40]])
+def test_inverted_boxes_are_refused_in_either_direction(box):
+    with pytest.raises(ValueError, match="x1 <= x2 and y1 <= y2"):
+        build_prompts(None, None, box, None, SIZE, MASK)
+
+
 def test_ragged_clicks_are_padded_per_object():
     batch = build_prompts([[[10, 20]], [[30, 40], [50, 60]]], [[1], [1, 0]], None, None, SIZE, MASK)
     assert batch.points.shape == (2, 2, 2)
