@@ -3,7 +3,7 @@
 The model has a real Florence-2's depth (base: 6 + 6 text layers, large: 12 + 12) and vocabulary, but tiny widths,
 so a decoding step does almost no math: its time is the per-step overhead that eager decoding pays whatever the
 batch size. Compared with the same decoding compiled the way ``GroundedSAM2(compile=True)`` does it
-(``grounded_sam.engine.compile_decoding``: static KV cache, compiled by transformers' ``generate``; CUDA graphs on CUDA).
+(``Florence2Detector.compile``: static KV cache, compiled by transformers' ``generate``; CUDA graphs on CUDA).
 
     python benchmarks/decode_overhead.py                       # CPU, large's depth, 16 sequences
     python benchmarks/decode_overhead.py --device cuda         # on a GPU: eager vs CUDA graphs
@@ -28,10 +28,21 @@ def tiny_wide_model(depth: str, device: str):
 
     layers = FLORENCE2_SIZES[depth]["text"]["encoder_layers"]
     config = Florence2Config(
-        vision_config=dict(**_DAVIT_COMMON, embed_dim=[8] * 4, num_heads=[1] * 4, num_groups=[1] * 4, projection_dim=64),
-        text_config=dict(**_BART_COMMON, d_model=64, encoder_layers=layers, decoder_layers=layers,
-                         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                         max_position_embeddings=1024, vocab_size=FLORENCE_VOCAB),
+        vision_config=dict(
+            **_DAVIT_COMMON, embed_dim=[8] * 4, num_heads=[1] * 4, num_groups=[1] * 4, projection_dim=64
+        ),
+        text_config=dict(
+            **_BART_COMMON,
+            d_model=64,
+            encoder_layers=layers,
+            decoder_layers=layers,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            max_position_embeddings=1024,
+            vocab_size=FLORENCE_VOCAB,
+        ),
         image_token_id=IMAGE_TOKEN_ID,
     )
     torch.manual_seed(0)
@@ -48,8 +59,14 @@ def seconds_per_step(model, rows: int, tokens: int, device: str, **options) -> f
 
     def decode():
         with torch.inference_mode():
-            model.generate(input_ids=ids, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
-                           max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, **options)
+            model.generate(
+                input_ids=ids,
+                mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                do_sample=False,
+                **options,
+            )
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
@@ -73,7 +90,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from grounded_sam.engine import compile_decoding
+    from grounded_sam.detection.florence2_decoding import decoding_options
 
     model = tiny_wide_model(args.depth, args.device)
     eager = seconds_per_step(model, args.rows, args.tokens, args.device)
@@ -84,12 +101,8 @@ def main() -> None:
     steps = counts.get("aten::argmax", 0)  # greedy decoding: one argmax per step (prefill calls spread over them)
     calls_per_step = calls / steps if steps else float("nan")
 
-    class Detector:  # what compile_decoding reads
-        num_beams, device = 1, torch.device(args.device)
-
-    detector = Detector()
-    compile_decoding(detector)
-    compiled = seconds_per_step(model, args.rows, args.tokens, args.device, **detector.generate_options)
+    options = decoding_options(torch.device(args.device), num_beams=1)  # what Florence2Detector.compile() uses
+    compiled = seconds_per_step(model, args.rows, args.tokens, args.device, **options)
     print(f"Florence-2 {args.depth} depth, tiny widths, {args.rows} sequences x {args.tokens} tokens on {args.device}")
     print(f"eager:    {eager * 1e3:7.2f} ms per step (about {calls_per_step:.0f} aten calls per step)")
     print(f"compiled: {compiled * 1e3:7.2f} ms per step (static KV cache, compiled by transformers' generate)")

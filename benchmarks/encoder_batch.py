@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from throughput import PAIRS, models_for
 
 
@@ -43,14 +42,18 @@ def main() -> None:
     florence_dir, sam_dir = models_for(args.pair, args.models)
     florence = Florence2ForConditionalGeneration.from_pretrained(florence_dir).to(args.device).eval()
     sam = Sam2Model.from_pretrained(sam_dir).to(args.device).eval()
-    encoders = {"Florence-2 vision encoder": (lambda x: florence.get_image_features(x), 768),
-                "SAM 2 image encoder": (lambda x: sam.get_image_embeddings(x), 1024)}
+    encoders = {
+        "Florence-2 vision encoder": (lambda x: florence.get_image_features(x), 768),
+        "SAM 2 image encoder": (lambda x: sam.get_image_embeddings(x), 1024),
+    }
     with torch.inference_mode():
         for name, (encode, side) in encoders.items():
             for batch in (1, args.batch):
                 pixels = torch.randn(batch, 3, side, side, device=args.device)
-                print(f"{name:26} batch {batch:3}: {seconds_per_image(encode, pixels, args.device):.3f} s/image",
-                      flush=True)
+                print(
+                    f"{name:26} batch {batch:3}: {seconds_per_image(encode, pixels, args.device):.3f} s/image",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

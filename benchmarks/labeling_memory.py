@@ -43,8 +43,14 @@ def child(workdir: Path, count: int, size: int, batch_size: int) -> dict:
     script = "a dog<loc_100><loc_120><loc_450><loc_600>Persons<loc_400><loc_100><loc_900><loc_400>"
     florence = build_tiny_florence2(workdir / "florence", script=script)
     sam = build_tiny_sam2(workdir / "sam")
-    model = GroundedSAM2(CaptionOntology({"a dog": "dog", "a person": "person"}), florence=florence, sam=sam,
-                         device="cpu", dtype="float32", max_new_tokens=32)
+    model = GroundedSAM2(
+        CaptionOntology({"a dog": "dog", "a person": "person"}),
+        florence=florence,
+        sam=sam,
+        device="cpu",
+        dtype="float32",
+        max_new_tokens=32,
+    )
     photos = workdir / f"photos_{count}"
     photos.mkdir()
     rng = np.random.default_rng(0)
@@ -56,8 +62,14 @@ def child(workdir: Path, count: int, size: int, batch_size: int) -> dict:
     model.label(photos, output_folder=workdir / f"out_{count}", batch_size=batch_size, progress=False, verbose=False)
     seconds = time.perf_counter() - started
     peak = _peak_rss_mb()
-    return {"images": count, "seconds": round(seconds, 1), "peak_before_mb": round(loaded), "peak_mb": round(peak),
-            "growth_mb": round(peak - loaded), "rss_end_mb": round(_rss_mb())}
+    return {
+        "images": count,
+        "seconds": round(seconds, 1),
+        "peak_before_mb": round(loaded),
+        "peak_mb": round(peak),
+        "growth_mb": round(peak - loaded),
+        "rss_end_mb": round(_rss_mb()),
+    }
 
 
 def main() -> None:
@@ -75,12 +87,24 @@ def main() -> None:
     print(f"{'images':>7} {'seconds':>8} {'peak after load MB':>19} {'peak MB':>8} {'growth MB':>10}")
     for count in (args.images, 10 * args.images):
         with tempfile.TemporaryDirectory() as workdir:
-            command = [sys.executable, __file__, "--child", str(count), "--workdir", workdir, "--size", str(args.size),
-                       "--batch-size", str(args.batch_size)]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(count),
+                "--workdir",
+                workdir,
+                "--size",
+                str(args.size),
+                "--batch-size",
+                str(args.batch_size),
+            ]
             result = subprocess.run(command, capture_output=True, text=True, check=True)
             row = json.loads(result.stdout.strip().splitlines()[-1])
-            print(f"{row['images']:>7} {row['seconds']:>8} {row['peak_before_mb']:>19} {row['peak_mb']:>8} "
-                  f"{row['growth_mb']:>10}")
+            print(
+                f"{row['images']:>7} {row['seconds']:>8} {row['peak_before_mb']:>19} {row['peak_mb']:>8} "
+                f"{row['growth_mb']:>10}"
+            )
 
 
 if __name__ == "__main__":

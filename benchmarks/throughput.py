@@ -8,7 +8,8 @@ with its defaults (greedy decoding, batches, bf16 on CUDA, loading ahead and wri
 
 Models are real-size architectures with random weights (``real_size.py``, nothing downloaded), so the text they write
 is noise: both sides decode exactly ``--tokens`` new tokens, hand SAM 2 the same four boxes per image, and write the
-same ellipse-shaped masks (SAM 2's noise masks are computed, then replaced), so both do the same amount of work. Each side runs in its own process (clean peak memory) after one warm-up image.
+same ellipse-shaped masks (SAM 2's noise masks are computed, then replaced), so both do the same amount of work.
+Each side runs in its own process (clean peak memory) after one warm-up image.
 
     python benchmarks/throughput.py                          # CPU: fast pair, 6 images (a few minutes)
     python benchmarks/throughput.py --pair default --images 64 --batch-size 16      # on a GPU
@@ -36,8 +37,10 @@ CLASSES = {"a person": "person", "a cat": "cat", "a cup": "cup", "a rocket": "ro
 
 def fixed_boxes(width: int, height: int) -> np.ndarray:
     """Four disjoint boxes (xyxy pixels), one per class, the same on both sides."""
-    corners = np.array([[0.05, 0.05, 0.45, 0.45], [0.55, 0.05, 0.95, 0.45], [0.05, 0.55, 0.45, 0.95],
-                        [0.55, 0.55, 0.95, 0.95]], dtype=np.float32)
+    corners = np.array(
+        [[0.05, 0.05, 0.45, 0.45], [0.55, 0.05, 0.95, 0.45], [0.05, 0.55, 0.45, 0.95], [0.55, 0.55, 0.95, 0.95]],
+        dtype=np.float32,
+    )
     return corners * np.array([width, height, width, height], dtype=np.float32)
 
 
@@ -95,15 +98,23 @@ def usual_loop(florence_dir, sam_dir, paths, output, tokens, device, stopwatch=N
     sam_processor = Sam2Processor.from_pretrained(sam_dir)
     classes = list(dict.fromkeys(CLASSES.values()))
     caption = "<CAPTION_TO_PHRASE_GROUNDING>A photo of " + ", and ".join(classes) + "."
-    sam_autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    sam_autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    )
 
     @torch.inference_mode()
     def predict(path):
         image = Image.fromarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
         inputs = processor(text=caption, images=image, return_tensors="pt").to(device)
-        generated = florence.generate(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"],
-                                      max_new_tokens=tokens, min_new_tokens=tokens, num_beams=3, do_sample=False,
-                                      early_stopping=False)
+        generated = florence.generate(
+            input_ids=inputs["input_ids"],
+            pixel_values=inputs["pixel_values"],
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            num_beams=3,
+            do_sample=False,
+            early_stopping=False,
+        )
         # The text is decoded, but not parsed: the locally built processor has no hub post-processing config, and
         # random weights write no usable box anyway; both sides get the same fixed boxes (parsing costs ~1 ms).
         processor.batch_decode(generated, skip_special_tokens=False)
@@ -114,13 +125,18 @@ def usual_loop(florence_dir, sam_dir, paths, output, tokens, device, stopwatch=N
             embeddings = sam.get_image_embeddings(sam_inputs["pixel_values"])
             masks = []
             for box in boxes:  # SAM2ImagePredictor.predict(box=box) per detection
-                prompt = sam_processor(input_boxes=[[box.tolist()]], original_sizes=sam_inputs["original_sizes"],
-                                       return_tensors="pt").to(device)
+                prompt = sam_processor(
+                    input_boxes=[[box.tolist()]], original_sizes=sam_inputs["original_sizes"], return_tensors="pt"
+                ).to(device)
                 output = sam(image_embeddings=embeddings, input_boxes=prompt["input_boxes"], multimask_output=False)
                 mask = sam_processor.post_process_masks(output.pred_masks.float().cpu(), sam_inputs["original_sizes"])
                 masks.append(mask[0][0, 0].numpy())
-        return sv.Detections(xyxy=boxes, mask=ellipse_masks(boxes, *np.array(masks).shape[1:]),
-                             class_id=np.arange(len(boxes)), confidence=np.ones(len(boxes), dtype=np.float32))
+        return sv.Detections(
+            xyxy=boxes,
+            mask=ellipse_masks(boxes, *np.array(masks).shape[1:]),
+            class_id=np.arange(len(boxes)),
+            confidence=np.ones(len(boxes), dtype=np.float32),
+        )
 
     if stopwatch is not None:
         _profile_stages(stopwatch, florence, sam, sam_processor)
@@ -132,8 +148,11 @@ def usual_loop(florence_dir, sam_dir, paths, output, tokens, device, stopwatch=N
     annotations = {str(path): predict(path) for path in paths}  # autodistill keeps everything until the end
     written = time.perf_counter()
     sv.DetectionDataset(classes=classes, images=[str(path) for path in paths], annotations=annotations).as_yolo(
-        images_directory_path=str(output / "images"), annotations_directory_path=str(output / "labels"),
-        data_yaml_path=str(output / "data.yaml"), min_image_area_percentage=0.01)
+        images_directory_path=str(output / "images"),
+        annotations_directory_path=str(output / "labels"),
+        data_yaml_path=str(output / "data.yaml"),
+        min_image_area_percentage=0.01,
+    )
     _sync(device)
     if stopwatch is not None:
         stopwatch.seconds["writing the dataset (as_yolo)"] = time.perf_counter() - written
@@ -153,9 +172,15 @@ class FixedBoxes:
 
         self.detector.detect(images)
         names = list(CLASSES.values())
-        return [sv.Detections(xyxy=fixed_boxes(image.shape[1], image.shape[0]), confidence=np.ones(4, np.float32),
-                              class_id=np.arange(4), data={"class_name": np.array(names), "prompt": np.array(list(CLASSES))})
-                for image in images]
+        return [
+            sv.Detections(
+                xyxy=fixed_boxes(image.shape[1], image.shape[0]),
+                confidence=np.ones(4, np.float32),
+                class_id=np.arange(4),
+                data={"class_name": np.array(names), "prompt": np.array(list(CLASSES))},
+            )
+            for image in images
+        ]
 
 
 class EllipseMasks:
@@ -174,8 +199,14 @@ class EllipseMasks:
 def engine(florence_dir, sam_dir, paths, output, tokens, device, batch_size, workers, compile, stopwatch=None):
     from grounded_sam import CaptionOntology, GroundedSAM2, load_image
 
-    model = GroundedSAM2(CaptionOntology(CLASSES), florence=florence_dir, sam=sam_dir, device=device,
-                         max_new_tokens=tokens, compile=compile)
+    model = GroundedSAM2(
+        CaptionOntology(CLASSES),
+        florence=florence_dir,
+        sam=sam_dir,
+        device=device,
+        max_new_tokens=tokens,
+        compile=compile,
+    )
     model.detector.model.generation_config.min_new_tokens = tokens  # fixed length, as on the other side
     if stopwatch is not None:
         _profile_stages(stopwatch, model.detector.model, model.segmenter.model, model.segmenter.processor)
@@ -187,8 +218,9 @@ def engine(florence_dir, sam_dir, paths, output, tokens, device, batch_size, wor
     if stopwatch is not None:
         stopwatch.reset()
     started = time.perf_counter()
-    model.label(paths[0].parent, output_folder=output, batch_size=batch_size, workers=workers, progress=False,
-                verbose=False)
+    model.label(
+        paths[0].parent, output_folder=output, batch_size=batch_size, workers=workers, progress=False, verbose=False
+    )
     _sync(model.device)
     seconds = time.perf_counter() - started
     stages = dict(stopwatch.seconds) if stopwatch is not None else None
@@ -231,9 +263,15 @@ class InstantModel:
             boxes = fixed_boxes(width, height)
             if (height, width) not in self.masks:
                 self.masks[height, width] = ellipse_masks(boxes, height, width)
-            results.append(sv.Detections(xyxy=boxes, mask=self.masks[height, width].copy(), class_id=np.arange(4),
-                                         confidence=np.ones(4, np.float32),
-                                         data={"class_name": np.array(list(CLASSES.values()))}))
+            results.append(
+                sv.Detections(
+                    xyxy=boxes,
+                    mask=self.masks[height, width].copy(),
+                    class_id=np.arange(4),
+                    confidence=np.ones(4, np.float32),
+                    data={"class_name": np.array(list(CLASSES.values()))},
+                )
+            )
         return results
 
 
@@ -241,8 +279,15 @@ def host_side(paths, output, batch_size, workers) -> float:
     from grounded_sam import label_folder
 
     started = time.perf_counter()
-    label_folder(InstantModel(), paths[0].parent, output_folder=output, batch_size=batch_size, workers=workers,
-                 progress=False, verbose=False)
+    label_folder(
+        InstantModel(),
+        paths[0].parent,
+        output_folder=output,
+        batch_size=batch_size,
+        workers=workers,
+        progress=False,
+        verbose=False,
+    )
     return time.perf_counter() - started
 
 
@@ -321,27 +366,52 @@ def run_side(args) -> dict:
     elif args.side == "host":
         seconds, flops = host_side(paths, output / "dataset", args.batch_size, args.workers), None
     else:
-        seconds, flops = engine(args.florence, args.sam, paths, output / "dataset", args.tokens, device,
-                                args.batch_size, args.workers, args.compile, stopwatch)
-    return {"side": args.side, "images": len(paths), "seconds": seconds, "images_per_second": len(paths) / seconds,
-            "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
-            "flops_per_image": flops, "device": device, "threads": torch.get_num_threads(),
-            "stages": stopwatch.seconds if stopwatch is not None else None}
+        seconds, flops = engine(
+            args.florence,
+            args.sam,
+            paths,
+            output / "dataset",
+            args.tokens,
+            device,
+            args.batch_size,
+            args.workers,
+            args.compile,
+            stopwatch,
+        )
+    return {
+        "side": args.side,
+        "images": len(paths),
+        "seconds": seconds,
+        "images_per_second": len(paths) / seconds,
+        "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
+        "flops_per_image": flops,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "stages": stopwatch.seconds if stopwatch is not None else None,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Labeling throughput: the usual loop against the engine.")
-    parser.add_argument("--pair", choices=PAIRS, default="fast", help="fast: base + tiny, default: large + base-plus, "
-                        "accurate: large + large")
+    parser.add_argument(
+        "--pair",
+        choices=PAIRS,
+        default="fast",
+        help="fast: base + tiny, default: large + base-plus, accurate: large + large",
+    )
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=40, help="new tokens decoded per sequence, both sides")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's image encoders and decoding")
-    parser.add_argument("--sides", default="usual,engine", help="any of usual, engine, host (the engine's file "
-                        "handling alone, with a model that answers at once: the most images/s the host can feed)")
+    parser.add_argument(
+        "--sides",
+        default="usual,engine",
+        help="any of usual, engine, host (the engine's file "
+        "handling alone, with a model that answers at once: the most images/s the host can feed)",
+    )
     parser.add_argument("--profile", action="store_true", help="also print seconds per image in each stage")
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "grounded-sam-bench")
     parser.add_argument("--side", help=argparse.SUPPRESS)
@@ -359,10 +429,28 @@ def main() -> None:
         make_images(photos, args.images)
         results = {}
         for side in sides:
-            command = [sys.executable, __file__, "--side", side, "--photos", str(photos), "--florence-dir",
-                       str(florence), "--sam-dir", str(sam), "--tokens", str(args.tokens), "--batch-size",
-                       str(args.batch_size), "--workers", str(args.workers), "--device", args.device,
-                       *(["--compile"] if args.compile else []), *(["--profile"] if args.profile else [])]
+            command = [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--photos",
+                str(photos),
+                "--florence-dir",
+                str(florence),
+                "--sam-dir",
+                str(sam),
+                "--tokens",
+                str(args.tokens),
+                "--batch-size",
+                str(args.batch_size),
+                "--workers",
+                str(args.workers),
+                "--device",
+                args.device,
+                *(["--compile"] if args.compile else []),
+                *(["--profile"] if args.profile else []),
+            ]
             done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if done.returncode != 0:
                 sys.exit(f"{side} failed:\n{done.stderr[-4000:]}")
@@ -372,8 +460,10 @@ def main() -> None:
 
 def report(args, results: dict) -> None:
     device = next(iter(results.values()))["device"]
-    print(f"pair {args.pair} {PAIRS[args.pair]}, {args.images} images 1024x768, {args.tokens} new tokens, "
-          f"batch {args.batch_size}, device {device}")
+    print(
+        f"pair {args.pair} {PAIRS[args.pair]}, {args.images} images 1024x768, {args.tokens} new tokens, "
+        f"batch {args.batch_size}, device {device}"
+    )
     print(f"{'side':8} {'images/s':>9} {'seconds':>8} {'peak host MB':>13} {'peak GPU MB':>12}")
     for side, row in results.items():
         gpu = f"{row['peak_gpu_mb']:.0f}" if row["peak_gpu_mb"] is not None else "-"
@@ -390,8 +480,10 @@ def report(args, results: dict) -> None:
         floor = flops / rate  # seconds per image if every FLOP ran at the measured matmul rate
         achieved = 1 / results["engine"]["images_per_second"]
         kind = "bf16" if device.startswith("cuda") else "float32"
-        print(f"engine FLOPs per image {flops / 1e12:.3f} TFLOP; {kind} matmul rate {rate / 1e12:.2f} TFLOP/s; "
-              f"FLOP floor {floor * 1e3:.0f} ms/image; reached {100 * floor / achieved:.0f} % of it")
+        print(
+            f"engine FLOPs per image {flops / 1e12:.3f} TFLOP; {kind} matmul rate {rate / 1e12:.2f} TFLOP/s; "
+            f"FLOP floor {floor * 1e3:.0f} ms/image; reached {100 * floor / achieved:.0f} % of it"
+        )
 
 
 if __name__ == "__main__":

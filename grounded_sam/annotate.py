@@ -7,12 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 import supervision as sv
 
-from .images import ImageInput, load_image
+from grounded_sam.detections import CLASS_NAME
+from grounded_sam.images import ImageInput, load_image
 
 
 def detection_labels(detections: sv.Detections) -> list[str]:
     """ "class 0.87" per detection (the class name when known, else the row number; the confidence when known)."""
-    names = detections.data.get("class_name")
+    names = detections.data.get(CLASS_NAME)
     labels = []
     for index in range(len(detections)):
         name = str(names[index]) if names is not None else f"#{index}"
@@ -45,8 +46,13 @@ def annotate(
         canvas = sv.MaskAnnotator(color_lookup=lookup, opacity=opacity).annotate(canvas, detections)
     canvas = sv.BoxAnnotator(color_lookup=lookup, thickness=thickness).annotate(canvas, detections)
     texts = list(labels) if labels is not None else detection_labels(detections)
-    label = sv.LabelAnnotator(color_lookup=lookup, smart_position=True, text_thickness=max(1, thickness // 2),
-                              text_scale=max(0.35, sv.calculate_optimal_text_scale(resolution)), text_padding=max(2, thickness * 2))
+    label = sv.LabelAnnotator(
+        color_lookup=lookup,
+        smart_position=True,
+        text_thickness=max(1, thickness // 2),
+        text_scale=max(0.35, sv.calculate_optimal_text_scale(resolution)),
+        text_padding=max(2, thickness * 2),
+    )
     return label.annotate(canvas, detections, labels=texts)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 
-from .errors import UserInputError
+from grounded_sam.errors import UserInputError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -33,11 +34,14 @@ def _check_available(device: torch.device) -> None:
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UserInputError(f"device {str(device)!r} was asked for, but torch sees no CUDA GPU here; use "
-                                 "'auto' or 'cpu' (or install a CUDA build of torch)")
+            raise UserInputError(
+                f"device {str(device)!r} was asked for, but torch sees no CUDA GPU here; use "
+                "'auto' or 'cpu' (or install a CUDA build of torch)"
+            )
         if device.index is not None and device.index >= count:
-            raise UserInputError(f"device {str(device)!r} was asked for, but torch sees {count} CUDA GPU(s) "
-                                 f"(cuda:0 to cuda:{count - 1})")
+            raise UserInputError(
+                f"device {str(device)!r} was asked for, but torch sees {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
+            )
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserInputError("device 'mps' was asked for, but Apple's MPS is not available here; use 'auto' or 'cpu'")
 
@@ -54,6 +58,11 @@ def resolve_autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | No
     if dtype not in _DTYPES:
         raise UserInputError(f"Unknown dtype {dtype!r}: choose 'auto', {', '.join(map(repr, _DTYPES))}")
     return None if dtype == "float32" else _DTYPES[dtype]
+
+
+def precision_name(autocast_dtype: torch.dtype | None) -> str:
+    """How a part's precision is recorded: ``"float32"`` (no autocast), ``"bfloat16"`` or ``"float16"``."""
+    return "float32" if autocast_dtype is None else str(autocast_dtype).removeprefix("torch.")
 
 
 @contextlib.contextmanager
@@ -82,6 +91,12 @@ def _tf32(enabled: bool):
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of ``items`` of ``size`` (the last may be shorter)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def images_per_pass(device: torch.device, batch: int) -> int:

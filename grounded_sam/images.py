@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InvalidImageError
+from grounded_sam.errors import InvalidImageError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 # Labeling and predict skip images larger than this many pixels (README "Auto-label a folder", max_pixels), so that
 # memory stays bounded by batch size x budget whatever a folder holds: a 388 KB PNG can decode to 100 megapixels.
@@ -56,7 +55,7 @@ def _check_size(size: tuple[int, int], max_pixels: int | None, what) -> None:
     if max_pixels is not None and width * height > max_pixels:
         raise InvalidImageError(
             f"{what} is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the pixel budget of "
-            f"{max_pixels / 1e6:.1f} megapixels; raise max_pixels (--max-pixels) or downscale the image"
+            f"{max_pixels / 1e6:.1f} megapixels; raise max_pixels=... or downscale the image"
         )
 
 
@@ -109,7 +108,9 @@ def _high_depth_to_rgb(values: np.ndarray, mode: str) -> np.ndarray:
     # full range (so frames of one camera keep one brightness scale), other data by its own finite min and max.
     values = values.astype(np.float64)
     finite = values[np.isfinite(values)]
-    sixteen_bit = mode.startswith("I;16") or (mode == "I" and finite.size and 0 <= finite.min() <= finite.max() <= 65535)
+    sixteen_bit = mode.startswith("I;16") or (
+        mode == "I" and finite.size and 0 <= finite.min() <= finite.max() <= 65535
+    )
     if sixteen_bit:
         scaled = values / 257.0
     elif finite.size and finite.max() > finite.min():

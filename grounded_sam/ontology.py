@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserInputError
+from grounded_sam.errors import UserInputError
 
 
 class CaptionOntology:
@@ -33,7 +33,9 @@ class CaptionOntology:
                 "for a list of prompts use CaptionOntology({p: p for p in prompts})"
             )
         if not prompts_to_classes:
-            raise UserInputError("The ontology is empty: give at least one {prompt: class_name} pair, e.g. {'a dog': 'dog'}")
+            raise UserInputError(
+                "The ontology is empty: give at least one {prompt: class_name} pair, e.g. {'a dog': 'dog'}"
+            )
         self._prompt_to_class: dict[str, str] = {}
         for prompt, class_name in prompts_to_classes.items():
             prompt = _clean_entry(prompt, "prompt")
@@ -142,11 +144,11 @@ def load_mapping_file(path: Path):
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise UserInputError(f"Ontology file {path} is not valid {kind}: {_brief(error)}") from None
-    except _DuplicateKey as error:
+    except _DuplicateKeyError as error:
         raise UserInputError(f"Ontology file {path} gives the key {_short(str(error))} twice; keep one") from None
 
 
-class _DuplicateKey(Exception):
+class _DuplicateKeyError(Exception):
     pass
 
 
@@ -154,7 +156,7 @@ def _unique_pairs(pairs):
     seen = {}
     for key, value in pairs:
         if key in seen:
-            raise _DuplicateKey(key)
+            raise _DuplicateKeyError(key)
         seen[key] = value
     return seen
 
@@ -172,7 +174,7 @@ class _StrictLoader(yaml.SafeLoader):
         keys = [self.construct_object(key, deep=True) for key, _ in node.value]
         for index, key in enumerate(keys):
             if isinstance(key, str) and key in keys[:index]:
-                raise _DuplicateKey(key)
+                raise _DuplicateKeyError(key)
         return super().construct_mapping(node, deep=deep)
 
 

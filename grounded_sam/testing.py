@@ -25,6 +25,14 @@ _CORPUS = (
     "bicycle motorcycle people photo picture of an astronaut coffee cup rocket kitten animal"
 )
 FLORENCE_MARKUP_TOKENS = ["<od>", "</od>", "<ocr>", "</ocr>", "<poly>", "</poly>", "<sep>", "<ground>", "<obj>"]
+# What the tiny Florence-2 of `grounded-sam models tiny` (and the tests) writes for any image: two "a dog" boxes, one
+# phrase that matches no prompt ("the image"), and "Persons" (matches "a person": case and plural), one normal box and
+# one a single location bin wide, which is under a pixel on images narrower than 1000 px.
+DEMO_SCRIPT = (
+    "a dog<loc_100><loc_120><loc_450><loc_600><loc_600><loc_550><loc_900><loc_950>"
+    "the image<loc_0><loc_0><loc_999><loc_999>"
+    "Persons<loc_400><loc_100><loc_900><loc_400><loc_10><loc_10><loc_11><loc_300>"
+)
 FLORENCE_IMAGE_SIZE = 32  # pixels; with one 4x-stride stage this gives 8 x 8 + 1 = 65 image tokens
 SAM_IMAGE_SIZE = 128
 _D_MODEL = 128  # also the longest script the decoder can hold, one position per dimension
@@ -47,14 +55,36 @@ def build_tiny_florence2(directory: str | os.PathLike, script: str | None = None
     tokenizer = _train_florence_tokenizer()
     config = Florence2Config(
         text_config=dict(
-            model_type="bart", vocab_size=len(tokenizer), max_position_embeddings=256, d_model=_D_MODEL,
-            encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64,
-            encoder_attention_heads=2, decoder_attention_heads=2, dropout=0.0, attention_dropout=0.0,
-            bos_token_id=0, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2, tie_word_embeddings=False,
+            model_type="bart",
+            vocab_size=len(tokenizer),
+            max_position_embeddings=256,
+            d_model=_D_MODEL,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            dropout=0.0,
+            attention_dropout=0.0,
+            bos_token_id=0,
+            pad_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=2,
+            tie_word_embeddings=False,
         ),
         vision_config=dict(
-            depths=[1], patch_size=[7], patch_stride=[4], patch_padding=[3], patch_prenorm=[False], embed_dim=[16],
-            num_heads=[1], num_groups=[1], window_size=4, projection_dim=_D_MODEL, drop_path_rate=0.0,
+            depths=[1],
+            patch_size=[7],
+            patch_stride=[4],
+            patch_padding=[3],
+            patch_prenorm=[False],
+            embed_dim=[16],
+            num_heads=[1],
+            num_groups=[1],
+            window_size=4,
+            projection_dim=_D_MODEL,
+            drop_path_rate=0.0,
         ),
         image_token_id=tokenizer.image_token_id,
         tie_word_embeddings=False,
@@ -66,7 +96,9 @@ def build_tiny_florence2(directory: str | os.PathLike, script: str | None = None
         _script_decoder(model, target)
     side = FLORENCE_IMAGE_SIZE
     image_processor = CLIPImageProcessor(
-        size={"height": side, "width": side}, crop_size={"height": side, "width": side}, do_center_crop=False,
+        size={"height": side, "width": side},
+        crop_size={"height": side, "width": side},
+        do_center_crop=False,
         image_seq_length=(side // 4) ** 2 + 1,
     )
     model.save_pretrained(directory)
@@ -82,14 +114,21 @@ def _train_florence_tokenizer():
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False,
+        vocab_size=400,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator([_CORPUS] * 4, trainer)
     tokenizer.add_special_tokens(["<mask>", "<image>", *[f"<loc_{i}>" for i in range(1000)], *FLORENCE_MARKUP_TOKENS])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        mask_token="<mask>", extra_special_tokens={"image_token": "<image>"},
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        extra_special_tokens={"image_token": "<image>"},
     )
 
 
@@ -122,16 +161,28 @@ def build_tiny_sam2(directory: str | os.PathLike, seed: int = 0) -> Path:
     directory = Path(directory)
     side = SAM_IMAGE_SIZE
     backbone = dict(
-        model_type="sam2_hiera_det_model", hidden_size=12, num_attention_heads=1, image_size=[side, side],
-        patch_kernel_size=[7, 7], patch_stride=[4, 4], patch_padding=[3, 3], query_stride=[2, 2],
-        window_positional_embedding_background_size=[4, 4], num_query_pool_stages=3, blocks_per_stage=[1, 1, 2, 1],
-        embed_dim_per_stage=[12, 24, 48, 96], num_attention_heads_per_stage=[1, 1, 1, 1],
-        window_size_per_stage=[4, 4, 4, 4], global_attention_blocks=[3],
+        model_type="sam2_hiera_det_model",
+        hidden_size=12,
+        num_attention_heads=1,
+        image_size=[side, side],
+        patch_kernel_size=[7, 7],
+        patch_stride=[4, 4],
+        patch_padding=[3, 3],
+        query_stride=[2, 2],
+        window_positional_embedding_background_size=[4, 4],
+        num_query_pool_stages=3,
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[12, 24, 48, 96],
+        num_attention_heads_per_stage=[1, 1, 1, 1],
+        window_size_per_stage=[4, 4, 4, 4],
+        global_attention_blocks=[3],
     )
     feature_sizes = [[side // 4, side // 4], [side // 8, side // 8], [side // 16, side // 16]]
     config = Sam2Config(
         vision_config=dict(
-            backbone_config=backbone, backbone_channel_list=[96, 48, 24, 12], backbone_feature_sizes=feature_sizes,
+            backbone_config=backbone,
+            backbone_channel_list=[96, 48, 24, 12],
+            backbone_feature_sizes=feature_sizes,
             fpn_hidden_size=32,
         ),
         prompt_encoder_config=dict(hidden_size=32, image_size=side, patch_size=16, mask_input_channels=4),

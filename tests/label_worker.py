@@ -6,7 +6,7 @@ Usage: python label_worker.py FLORENCE_DIR SAM_DIR INPUT OUTPUT SECONDS_PER_BATC
 import sys
 import time
 
-from conftest import ONTOLOGY
+from helpers import ONTOLOGY
 
 from grounded_sam import CaptionOntology, GroundedSAM2
 

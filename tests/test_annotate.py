@@ -19,8 +19,10 @@ def _detections(with_class=True):
     mask[0, 10:50, 10:60] = True
     mask[1, 60:110, 80:150] = True
     return sv.Detections(
-        xyxy=np.array([[10, 10, 60, 50], [80, 60, 150, 110]], np.float32), mask=mask,
-        confidence=np.array([0.873, 0.5], np.float32), class_id=np.array([0, 1]) if with_class else None,
+        xyxy=np.array([[10, 10, 60, 50], [80, 60, 150, 110]], np.float32),
+        mask=mask,
+        confidence=np.array([0.873, 0.5], np.float32),
+        class_id=np.array([0, 1]) if with_class else None,
         data={"class_name": np.array(["dog", "person"])} if with_class else {},
     )
 
@@ -45,6 +47,13 @@ def test_annotate_handles_empty_no_class_and_no_mask(image):
     assert (drawn[30, 10] != 90).any() and (drawn[30, 30] == 90).all()  # box edge drawn, inside left alone
 
 
-def test_plot_shows_without_error(image):
+def test_plot_shows_the_annotated_image_or_the_image_alone(image):
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
     plot(image, _detections())
+    shown = plt.gcf().axes[0].images[0].get_array()
+    assert np.array_equal(shown, annotate(image, _detections()))  # RGB, as annotate returns it
     plot(image)
+    assert np.array_equal(plt.gcf().axes[0].images[0].get_array(), image)
+    plt.close("all")

@@ -12,9 +12,9 @@ from skimage import data as skdata
 if os.environ.get("GROUNDED_SAM_REQUIRE_AUTODISTILL") == "1":
     import autodistill  # noqa: F401 -- fail loudly where these tests must run
 pytest.importorskip("autodistill", reason="the autodistill extra is not installed")
-from autodistill.detection import CaptionOntology, DetectionBaseModel  # noqa: E402
+from autodistill.detection import CaptionOntology, DetectionBaseModel
 
-from grounded_sam.autodistill import GroundedSAM2  # noqa: E402
+from grounded_sam.integrations.autodistill import GroundedSAM2
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +23,7 @@ pytestmark = pytest.mark.slow
 def base_model(florence_dir, sam_dir):
     # the tiny Florence-2 writes "a dog" (2 boxes) and "Persons" (2 boxes) for every image
     ontology = CaptionOntology({"a person": "person", "a dog": "dog", "a cat": "cat"})
-    return GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", dtype="float32",
-                        max_new_tokens=64)
+    return GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", dtype="float32", max_new_tokens=64)
 
 
 def test_is_a_real_autodistill_base_model(base_model):
@@ -53,8 +52,9 @@ def test_autodistills_own_label_writes_a_dataset_supervision_reads(base_model, t
         images = tmp_path / "out" / split / "images"
         if not images.exists():
             continue
-        read = sv.DetectionDataset.from_yolo(str(images), str(tmp_path / "out" / split / "labels"),
-                                             str(tmp_path / "out" / "data.yaml"))
+        read = sv.DetectionDataset.from_yolo(
+            str(images), str(tmp_path / "out" / split / "labels"), str(tmp_path / "out" / "data.yaml")
+        )
         assert read.classes == ["person", "dog", "cat"]
         for _, _, detections in read:
             found += 1
@@ -68,5 +68,6 @@ def test_prompts_with_surrounding_spaces_keep_autodistill_positions(florence_dir
     found = model.predict(np.asarray(skdata.astronaut()[::4, ::4][:, :, ::-1]))
     assert sorted(set(found.class_id)) == [1, 2] and set(found.data["class_name"]) == {"person", "dog"}
     with pytest.raises(ValueError, match="surrounding spaces"):
-        GroundedSAM2(CaptionOntology({"a dog": "dog", "a dog ": "puppy"}), florence=florence_dir, sam=sam_dir,
-                     device="cpu")
+        GroundedSAM2(
+            CaptionOntology({"a dog": "dog", "a dog ": "puppy"}), florence=florence_dir, sam=sam_dir, device="cpu"
+        )

@@ -8,19 +8,21 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pytest
 import torch
-from canned import CannedModel, canned_detections, make_good_images
+from helpers import CannedModel, canned_detections, make_good_images
 from PIL import Image
-from skimage import data as skdata
 
-from grounded_sam import engine as engine_module
 from grounded_sam import label_folder
-from grounded_sam.engine import Engine
+from grounded_sam.errors import GroundedSAMError
+from grounded_sam.pipeline import engine as engine_module
+from grounded_sam.pipeline.engine import Engine
 
 
 def predict_paths(model, root, sources, batch_size, workers) -> dict:
     """{source: detections} through the engine."""
     results = {}
-    Engine(model, batch_size, workers).run(root, list(sources), lambda s, image, found: results.__setitem__(s, found), [])
+    Engine(model, batch_size, workers).run(
+        root, list(sources), lambda s, image, found: results.__setitem__(s, found), []
+    )
     return results
 
 
@@ -33,36 +35,48 @@ def _assert_same(left, right):
         assert np.array_equal(a.data["mask_score"], b.data["mask_score"])
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("engine_photos")
-    for index, picture in enumerate([skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket()] * 2):
-        Image.fromarray(picture[:: 2 + index % 3, :: 2 + index % 2]).save(folder / f"p{index}.jpg", quality=90)
-    (folder / "broken.jpg").write_bytes(b"nope")
-    return folder
-
-
 @pytest.mark.slow
-def test_engine_detections_equal_the_plain_pipeline(model, photos):
-    sources = sorted(PurePosixPath(path.name) for path in photos.iterdir() if path.name != "broken.jpg")
-    plain = model.predict_batch([photos / source for source in sources], batch_size=3)
-    engine = predict_paths(model, photos, sources, batch_size=3, workers=3)
+def test_engine_detections_equal_the_plain_pipeline(model, eight_photos_and_a_broken_file):
+    sources = sorted(
+        PurePosixPath(path.name) for path in eight_photos_and_a_broken_file.iterdir() if path.name != "broken.jpg"
+    )
+    plain = model.predict_batch([eight_photos_and_a_broken_file / source for source in sources], batch_size=3)
+    engine = predict_paths(model, eight_photos_and_a_broken_file, sources, batch_size=3, workers=3)
     assert list(engine) == sources
     assert sum(len(found) for found in plain) > 0  # the comparison covers real masks
     _assert_same(list(engine.values()), plain)
 
 
 def _files(folder: Path) -> dict:
-    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
-            if path.is_file() and path.name not in ("report.json", "lock")}
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name not in ("report.json", "lock")
+    }
 
 
 @pytest.mark.slow
-def test_labeling_with_the_engine_writes_the_same_dataset_as_the_plain_loop(model, photos, tmp_path):
-    pipelined = label_folder(model, photos, output_folder=tmp_path / "a", workers=4, batch_size=3, progress=False,
-                             verbose=False)
-    plain = label_folder(model, photos, output_folder=tmp_path / "b", workers=0, batch_size=3, progress=False,
-                         verbose=False)
+def test_labeling_with_the_engine_writes_the_same_dataset_as_the_plain_loop(
+    model, eight_photos_and_a_broken_file, tmp_path
+):
+    pipelined = label_folder(
+        model,
+        eight_photos_and_a_broken_file,
+        output_folder=tmp_path / "a",
+        workers=4,
+        batch_size=3,
+        progress=False,
+        verbose=False,
+    )
+    plain = label_folder(
+        model,
+        eight_photos_and_a_broken_file,
+        output_folder=tmp_path / "b",
+        workers=0,
+        batch_size=3,
+        progress=False,
+        verbose=False,
+    )
     files_a, files_b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert files_a.keys() == files_b.keys() and len(files_a) > 20
     different = [name for name in files_a if files_a[name] != files_b[name] and not name.endswith("settings.json")]
@@ -73,9 +87,12 @@ def test_labeling_with_the_engine_writes_the_same_dataset_as_the_plain_loop(mode
 def test_loading_runs_ahead_by_at_most_prefetch_batches(tmp_path, monkeypatch):
     make_good_images(tmp_path, 20)
     started = []
-    real_load = engine_module._load_one
-    monkeypatch.setattr(engine_module, "_load_one",
-                        lambda root, source, budget: started.append(source) or real_load(root, source, budget))
+    real_load = engine_module.load_batch
+    monkeypatch.setattr(
+        engine_module,
+        "load_batch",
+        lambda root, sources, skipped, budget: started.extend(sources) or real_load(root, sources, skipped, budget),
+    )
 
     class Watching(CannedModel):
         def predict_arrays(self, images):
@@ -110,7 +127,7 @@ def test_out_of_memory_halves_the_batch_retries_and_says_so(tmp_path, caplog, wo
     model, skipped = RunsOutOfMemory(limit=2), []
     engine = Engine(model, batch_size=8, workers=workers)
     consumed = []
-    with caplog.at_level(logging.WARNING, logger="grounded_sam.engine"):
+    with caplog.at_level(logging.WARNING, logger="grounded_sam.pipeline.engine"):
         engine.run(tmp_path, sources, lambda source, image, found: consumed.append((source, found)), skipped)
     assert [source for source, _ in consumed] == sources and skipped == []  # each image once, in order
     results = dict(consumed)
@@ -143,15 +160,17 @@ def test_a_failing_consumer_stops_the_run_with_its_error(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_bug_in_the_consumer_is_reported_as_an_internal_error_naming_the_image(tmp_path, workers):
+def test_a_bug_in_the_consumer_keeps_its_type_and_names_the_image(tmp_path, workers):
     make_good_images(tmp_path, 3)
     sources = sorted(PurePosixPath(path.name) for path in tmp_path.iterdir())
 
     def consume(source, image, found):
         raise ValueError("No foreground-contained seam found for a mask hole.")
 
-    with pytest.raises(RuntimeError, match="Handling the results of img_000.png failed: ValueError: No foreground"):
+    with pytest.raises(ValueError, match="No foreground") as caught:
         Engine(CannedModel(), batch_size=2, workers=workers).run(tmp_path, sources, consume, [])
+    assert not isinstance(caught.value, GroundedSAMError)  # a bug, not a user mistake: the CLI keeps its traceback
+    assert caught.value.__notes__ == ["while handling the results of img_000.png"]
 
 
 def test_prepare_runs_on_several_threads_and_consume_gets_its_result_in_order(tmp_path):
@@ -189,10 +208,11 @@ def test_a_failing_prepare_stops_the_run_naming_the_image(tmp_path, workers):
             raise ValueError("No foreground-contained seam found for a mask hole.")
         return found
 
-    with pytest.raises(RuntimeError, match="Handling the results of img_002.png failed: ValueError"):
+    with pytest.raises(ValueError, match="No foreground") as caught:
         Engine(CannedModel(), batch_size=2, workers=workers).run(
-            tmp_path, sources, lambda source, image, found: consumed.append(source), [], prepare=prepare)
-    assert consumed == sources[:2]
+            tmp_path, sources, lambda source, image, found: consumed.append(source), [], prepare=prepare
+        )
+    assert consumed == sources[:2] and caught.value.__notes__ == ["while handling the results of img_002.png"]
 
 
 def test_bad_options_are_refused():
@@ -201,18 +221,21 @@ def test_bad_options_are_refused():
 
 
 @pytest.mark.slow
-def test_compiled_encoders_and_decoding_give_the_eager_results(model, florence_dir, sam_dir, ontology, photos):
+def test_compiled_encoders_and_decoding_give_the_eager_results(
+    model, florence_dir, sam_dir, ontology, eight_photos_and_a_broken_file
+):
     import torch._dynamo
 
     from grounded_sam import GroundedSAM2
 
     torch._dynamo.reset()
-    compiled = GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", dtype="float32",
-                            max_new_tokens=64, compile=True)
+    compiled = GroundedSAM2(
+        ontology, florence=florence_dir, sam=sam_dir, device="cpu", dtype="float32", max_new_tokens=64, compile=True
+    )
     assert type(compiled.segmenter.model.vision_encoder).__name__ == "OptimizedModule"
     assert compiled.detector.generate_options["cache_implementation"] == "static"
     assert compiled.detector.model.generation_config.cache_implementation is None  # the model's own config untouched
-    images = [photos / "p0.jpg", photos / "p1.jpg"]
+    images = [eight_photos_and_a_broken_file / "p0.jpg", eight_photos_and_a_broken_file / "p1.jpg"]
     # Compiled decoding must stay compiled: a decoder recompiled at every step (e.g. by a hook whose state the
     # compiler guards on) would hit dynamo's recompile limit and quietly run eager.
     with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
@@ -221,12 +244,12 @@ def test_compiled_encoders_and_decoding_give_the_eager_results(model, florence_d
         assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.class_id, b.class_id)
         np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-5)
         assert (a.mask != b.mask).mean() < 1e-3
-    cache = compiled.detector._static_cache[1]
+    cache = compiled.detector.static_cache.cache
     address = cache.self_attention_cache.layers[0].keys.data_ptr()
     with torch._dynamo.config.patch(error_on_recompile=True):  # the same batch again compiles nothing
         again = compiled.predict_batch(images)
     # and decodes into the same cache memory (CUDA graphs replay only on the addresses they were recorded with)
-    assert compiled.detector._static_cache[1] is cache
+    assert compiled.detector.static_cache.cache is cache
     assert cache.self_attention_cache.layers[0].keys.data_ptr() == address
     assert all(np.array_equal(a.xyxy, b.xyxy) for a, b in zip(fast, again))
 
@@ -238,7 +261,6 @@ def test_compiled_decoding_reuses_its_cache_without_leaking_one_batch_into_the_n
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
     from grounded_sam import CaptionOntology, Florence2Detector
-    from grounded_sam.engine import compile_decoding
     from grounded_sam.testing import build_tiny_florence2
 
     folder = build_tiny_florence2(tmp_path / "florence")
@@ -247,18 +269,18 @@ def test_compiled_decoding_reuses_its_cache_without_leaking_one_batch_into_the_n
     ontology = CaptionOntology({"a dog": "dog", "person": "person"})
     eager = Florence2Detector(model, processor, ontology, max_new_tokens=12)
     compiled = Florence2Detector(model, processor, ontology, max_new_tokens=12)
-    compile_decoding(compiled)
+    compiled.compile()
     first, second = ([rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(2)] for _ in range(2))
     expected = []
     for images in (first, second):
-        expected.append(eager._generate(images, eager._rows()[1]))
-        sequences, log_probs = compiled._generate(images, compiled._rows()[1])
+        expected.append(eager.generate(images))
+        sequences, log_probs = compiled.generate(images)
         assert torch.equal(sequences, expected[-1][0])
         np.testing.assert_allclose(log_probs, expected[-1][1], atol=1e-5)
-    length = compiled._rows()[1]["input_ids"].shape[1]
-    assert compiled._static_cache[0] == (2, length, 12)
+    length = compiled.static_cache.shape[1]
+    assert compiled.static_cache.shape == (2, length, 12)
     # a smaller batch (the last one, or an out-of-memory retry) gets its own cache, and the larger one is let go
-    sequences, _ = compiled._generate(second[:1], compiled._rows()[1])
-    assert torch.equal(sequences, eager._generate(second[:1], eager._rows()[1])[0])
-    assert compiled._static_cache[0] == (1, length, 12)
+    sequences, _ = compiled.generate(second[:1])
+    assert torch.equal(sequences, eager.generate(second[:1])[0])
+    assert compiled.static_cache.shape == (1, length, 12)
     assert not np.allclose(expected[0][1], expected[1][1])  # the two batches do decode differently

@@ -3,7 +3,7 @@ from pathlib import PurePosixPath as P
 
 import pytest
 
-from grounded_sam.folders import (
+from grounded_sam.labeling.folders import (
     IMAGE_EXTENSIONS,
     assign_split,
     check_split_ratios,
@@ -56,8 +56,18 @@ def test_default_extensions():
 
 
 def test_output_names_flatten_and_stay_distinct():
-    sources = [P("dog.jpg"), P("a/dog.jpg"), P("b/dog.jpg"), P("b/c/dog.jpg"), P("x.jpg"), P("x.png"), P("Y.jpg"),
-               P("y.jpg"), P("odd__name.jpg"), P("odd/name.jpg")]
+    sources = [
+        P("dog.jpg"),
+        P("a/dog.jpg"),
+        P("b/dog.jpg"),
+        P("b/c/dog.jpg"),
+        P("x.jpg"),
+        P("x.png"),
+        P("Y.jpg"),
+        P("y.jpg"),
+        P("odd__name.jpg"),
+        P("odd/name.jpg"),
+    ]
     names = output_names(sources)
     assert names[P("dog.jpg")] == "dog.jpg"
     assert names[P("a/dog.jpg")] == "a__dog.jpg"

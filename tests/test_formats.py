@@ -3,16 +3,8 @@ import pytest
 import supervision as sv
 from supervision.dataset.formats.yolo import yolo_annotations_to_detections
 
-from grounded_sam.formats import (
-    coco_annotation,
-    coco_polygons,
-    data_yaml,
-    detections_to_record,
-    mask_to_rle,
-    record_to_detections,
-    rle_to_mask,
-    yolo_lines,
-)
+from grounded_sam.detections import detections_from_json, mask_to_rle, rle_to_mask
+from grounded_sam.labeling.formats import coco_annotation, coco_polygons, data_yaml, detections_to_record, yolo_lines
 
 H, W = 60, 80
 
@@ -104,13 +96,15 @@ def test_line_sources_follow_detections_and_boxes_only_writes_boxes():
     assert box_sources == [0, 1] and all(len(line.split()) == 5 for line in boxes)
     x1, y1, x2, y2 = detections.xyxy[1]
     cx, cy, w, h = map(float, boxes[1].split()[1:])
-    assert (cx, cy, w, h) == pytest.approx(((x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H), abs=1e-5)
+    assert (cx, cy, w, h) == pytest.approx(
+        ((x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H), abs=1e-5
+    )
 
 
 def test_record_round_trip_keeps_everything():
     detections = _detections(_ring(), _two_parts(), confidences=[0.25, 0.75])
     entries = detections_to_record(detections)
-    back = record_to_detections(entries, ["dog", "person"], H, W)
+    back = detections_from_json(entries, H, W, ["dog", "person"])
     assert np.array_equal(back.xyxy, detections.xyxy)
     assert np.array_equal(back.mask, detections.mask)
     assert np.array_equal(back.confidence, detections.confidence)
@@ -119,8 +113,9 @@ def test_record_round_trip_keeps_everything():
 
 
 def test_empty_record_is_well_formed():
-    back = record_to_detections([], ["dog"], H, W)
-    assert len(back) == 0 and back.mask.shape == (0, H, W)
+    back = detections_from_json([], H, W, ["dog"])
+    assert len(back) == 0 and back.mask.shape == (0, H, W) and back.xyxy.shape == (0, 4)
+    assert back.confidence.shape == back.class_id.shape == back.data["class_name"].shape == (0,)
 
 
 def test_coco_annotation_fields():
@@ -128,7 +123,7 @@ def test_coco_annotation_fields():
     annotation = coco_annotation(entry, annotation_id=7, image_id=3, segmentation="rle")
     x1, y1, x2, y2 = entry["xyxy"]
     assert annotation["bbox"] == [x1, y1, x2 - x1, y2 - y1] and annotation["category_id"] == 1
-    assert annotation["segmentation"] == entry["rle"] and annotation["iscrowd"] == 0 and "score" not in annotation
+    assert annotation["segmentation"] == entry["mask"] and annotation["iscrowd"] == 0 and "score" not in annotation
     polygon = coco_annotation(entry, 7, 3, segmentation="polygon", score=True)
     assert polygon["segmentation"] == entry["polygons"] and polygon["score"] == 0.5
     assert all(len(part) >= 6 for part in coco_polygons(_two_parts()))
@@ -136,6 +131,12 @@ def test_coco_annotation_fields():
 
 def test_data_yaml_lists_splits_and_names():
     content = data_yaml("/data/out", ["dog", "person"], ("train", "valid", "test"))
-    assert content == {"path": "/data/out", "train": "train/images", "val": "valid/images", "test": "test/images",
-                       "nc": 2, "names": ["dog", "person"]}
+    assert content == {
+        "path": "/data/out",
+        "train": "train/images",
+        "val": "valid/images",
+        "test": "test/images",
+        "nc": 2,
+        "names": ["dog", "person"],
+    }
     assert "test" not in data_yaml("/data/out", ["dog"], ("train", "valid"))

@@ -10,29 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import supervision as sv
-from PIL import Image
-from skimage import data as skdata
-from test_labeling import snapshot
+from helpers import snapshot
 
 from grounded_sam import LabeledDataset, load_image
+from grounded_sam.labeling.records import record_files
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    pictures = {"astronaut.jpg": skdata.astronaut()[::4, ::4], "cat.png": skdata.chelsea()[::2, ::2],
-                "coffee.webp": skdata.coffee()[::3, ::3], "rocket.png": skdata.rocket()[::3, ::3]}
-    for name, pixels in pictures.items():
-        Image.fromarray(pixels).save(folder / name, **({"lossless": True} if name.endswith("webp") else {}))
-    for index in range(4):
-        Image.fromarray(np.asarray(skdata.camera()[index * 40 : index * 40 + 96, :128])).save(folder / f"cam{index}.png")
-    return folder
-
-
-def test_label_writes_what_predict_gives(model, photos, tmp_path):
-    dataset = model.label(photos, output_folder=tmp_path / "out", split=(0.5, 0.5), batch_size=3, verbose=False)
+def test_label_writes_what_predict_gives(model, eight_photos_in_four_formats, tmp_path):
+    dataset = model.label(
+        eight_photos_in_four_formats, output_folder=tmp_path / "out", split=(0.5, 0.5), batch_size=3, verbose=False
+    )
     assert isinstance(dataset, LabeledDataset) and isinstance(dataset, sv.DetectionDataset)
     assert len(dataset) == 8 and dataset.classes == ["dog", "person"]
     assert dataset.report.images_labeled == 8 and dataset.report.images_skipped == 0
@@ -42,7 +31,7 @@ def test_label_writes_what_predict_gives(model, photos, tmp_path):
         from_yolo = sv.DetectionDataset.from_yolo(str(images), str(out / split / "labels"), str(out / "data.yaml"))
         from_coco = sv.DetectionDataset.from_coco(str(images), str(out / "annotations" / f"instances_{split}.json"))
         for path in images.iterdir():
-            expected = model.predict(load_image(photos / path.name))
+            expected = model.predict(load_image(eight_photos_in_four_formats / path.name))
             assert len(expected) > 0
             got = dataset.annotations[str(path)]
             assert np.array_equal(got.mask, expected.mask) and np.array_equal(got.class_id, expected.class_id)
@@ -56,26 +45,45 @@ def test_label_writes_what_predict_gives(model, photos, tmp_path):
                 assert (got_mask & want).sum() >= 0.98 * (got_mask | want).sum()
 
 
-def test_a_run_killed_partway_resumes_to_the_same_dataset(florence_dir, sam_dir, photos, model, tmp_path):
+def test_a_run_killed_partway_resumes_to_the_same_dataset(
+    florence_dir, sam_dir, eight_photos_in_four_formats, model, tmp_path
+):
     worker = Path(__file__).with_name("label_worker.py")
     output = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, str(worker), str(florence_dir), str(sam_dir), str(photos), str(output), "0.3"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            str(worker),
+            str(florence_dir),
+            str(sam_dir),
+            str(eight_photos_in_four_formats),
+            str(output),
+            "0.3",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    records = output / ".grounded-sam" / "records"
     deadline = time.monotonic() + 120
-    while len(list(records.glob("*.json"))) < 3 and process.poll() is None and time.monotonic() < deadline:
+    while len(record_files(output)) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
-    done = len(list(records.glob("*.json")))
+    done = len(record_files(output))
     assert 3 <= done < 8 and not (output / "report.json").exists()
 
-    report = model.label(photos, output_folder=output, batch_size=1, progress=False, verbose=False).report
+    report = model.label(
+        eight_photos_in_four_formats, output_folder=output, batch_size=1, progress=False, verbose=False
+    ).report
     assert report.already_done == done and report.labeled_this_run == 8 - done
-    model.label(photos, output_folder=tmp_path / "uninterrupted", batch_size=1, progress=False, verbose=False)
+    model.label(
+        eight_photos_in_four_formats,
+        output_folder=tmp_path / "uninterrupted",
+        batch_size=1,
+        progress=False,
+        verbose=False,
+    )
     resumed, clean = snapshot(output), snapshot(tmp_path / "uninterrupted")
     resumed.pop("data.yaml"), clean.pop("data.yaml")  # they differ only in their absolute "path"
     assert resumed == clean

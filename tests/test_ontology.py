@@ -16,7 +16,9 @@ def test_many_prompts_one_class_and_deduplicated_classes():
 
 
 def test_classes_keep_first_seen_order_not_alphabetical():
-    ontology = CaptionOntology({"a zebra": "zebra", "an apple": "apple", "a striped horse": "zebra", "a mango": "mango"})
+    ontology = CaptionOntology(
+        {"a zebra": "zebra", "an apple": "apple", "a striped horse": "zebra", "a mango": "mango"}
+    )
     assert ontology.classes() == ["zebra", "apple", "mango"]
     assert ontology.class_id("apple") == 1
 

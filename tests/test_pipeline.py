@@ -22,14 +22,16 @@ def _check_well_formed(found: sv.Detections, height: int, width: int, ontology: 
     assert found.mask.shape == (n, height, width) and found.mask.dtype == bool
     assert found.confidence.shape == (n,) and ((found.confidence >= 0) & (found.confidence <= 1)).all()
     assert found.class_id.shape == (n,) and np.issubdtype(found.class_id.dtype, np.integer)
-    assert (found.xyxy[:, [0, 2]] <= width).all() and (found.xyxy[:, [1, 3]] <= height).all() and (found.xyxy >= 0).all()
+    assert (
+        (found.xyxy[:, [0, 2]] <= width).all() and (found.xyxy[:, [1, 3]] <= height).all() and (found.xyxy >= 0).all()
+    )
     classes = ontology.classes()
     assert [classes[i] for i in found.class_id] == found.data["class_name"].tolist()
     assert all(ontology.promptToClass(p) == c for p, c in zip(found.data["prompt"], found.data["class_name"]))
     assert found.data["mask_score"].shape == (n,)
 
 
-def test_readme_snippet_with_local_models(florence_dir, sam_dir, tmp_path):
+def test_predict_and_predict_batch_on_files_give_well_formed_detections(florence_dir, sam_dir, tmp_path):
     Image.fromarray(skimage.data.chelsea()).save(tmp_path / "dog.jpeg")
     Image.fromarray(skimage.data.coffee()).save(tmp_path / "b.png")
     ontology = CaptionOntology({"a dog": "dog", "puppy": "dog", "a person": "person"})
@@ -82,16 +84,25 @@ def test_min_confidence_and_nms(florence_dir, sam_dir, ontology, model):
     image = skimage.data.coffee()
     everything = model.predict(image)
     threshold = float(np.sort(everything.confidence)[len(everything) // 2])  # a box sits exactly on it
-    strict = GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", min_confidence=threshold,
-                          max_new_tokens=64)
+    strict = GroundedSAM2(
+        ontology, florence=florence_dir, sam=sam_dir, device="cpu", min_confidence=threshold, max_new_tokens=64
+    )
     kept = strict.predict(image)
     assert 0 < len(kept) < len(everything) and threshold in kept.confidence  # "at least", not "more than"
     # the person box overlaps the first dog box a little: only class-agnostic NMS may remove it
-    per_class = GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", nms_threshold=0.01,
-                             max_new_tokens=64)
+    per_class = GroundedSAM2(
+        ontology, florence=florence_dir, sam=sam_dir, device="cpu", nms_threshold=0.01, max_new_tokens=64
+    )
     assert len(per_class.predict(image)) == len(everything)
-    agnostic = GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", nms_threshold=0.01,
-                            class_agnostic_nms=True, max_new_tokens=64)
+    agnostic = GroundedSAM2(
+        ontology,
+        florence=florence_dir,
+        sam=sam_dir,
+        device="cpu",
+        nms_threshold=0.01,
+        class_agnostic_nms=True,
+        max_new_tokens=64,
+    )
     assert len(agnostic.predict(image)) == len(everything) - 1
 
 
@@ -186,7 +197,9 @@ def test_console_script_is_installed():
 
 
 def test_bfloat16_autocast_runs_and_keeps_output_types(florence_dir, sam_dir, ontology):
-    model = GroundedSAM2(ontology, florence=florence_dir, sam=sam_dir, device="cpu", dtype="bfloat16", max_new_tokens=64)
+    model = GroundedSAM2(
+        ontology, florence=florence_dir, sam=sam_dir, device="cpu", dtype="bfloat16", max_new_tokens=64
+    )
     image = skimage.data.astronaut()
     found = model.predict(image)
     _check_well_formed(found, *image.shape[:2], ontology)

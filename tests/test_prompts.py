@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from grounded_sam.prompts import POINT_PAD_LABEL, build_prompts
+from grounded_sam.segmentation.prompts import POINT_PAD_LABEL, build_prompts
 
 SIZE, MASK = (100, 200), (32, 32)  # image (H, W) and mask-input size
 
@@ -26,8 +26,9 @@ def test_ragged_clicks_are_padded_per_object():
 
 
 def test_box_with_clicks_and_mask_input():
-    batch = build_prompts([[[5, 5]], [[6, 6]]], [[0], [1]], [[0, 0, 50, 50], [10, 10, 200, 100]],
-                          np.zeros((2, *MASK)), SIZE, MASK)
+    batch = build_prompts(
+        [[[5, 5]], [[6, 6]]], [[0], [1]], [[0, 0, 50, 50], [10, 10, 200, 100]], np.zeros((2, *MASK)), SIZE, MASK
+    )
     assert len(batch) == 2 and batch.boxes.shape == (2, 4) and batch.masks.shape == (2, *MASK)
     assert build_prompts(None, None, [1, 2, 3, 4], None, SIZE, MASK).boxes.shape == (1, 4)
     assert build_prompts(None, None, None, np.zeros(MASK), SIZE, MASK).masks.shape == (1, *MASK)

@@ -5,10 +5,10 @@ import shutil
 from collections import Counter
 
 import pytest
-from canned import CannedModel, make_good_images
+from helpers import CannedModel, make_good_images
 
 from grounded_sam import label_folder
-from grounded_sam.review import NO_DETECTIONS, write_review
+from grounded_sam.apps.review import NO_DETECTIONS, write_review
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 REQUIRE_BROWSER = os.environ.get("GROUNDED_SAM_REQUIRE_BROWSER") == "1"
@@ -44,7 +44,9 @@ def test_page_has_every_thumbnail_count_and_skipped_reason(dataset):
     assert page == dataset / "review" / "index.html"
     assert len(list((dataset / "review" / "thumbs").glob("*.jpg"))) == 8
     assert "broken.jpg" in text and "<!--" not in text and "Skipped images (2)" in text
-    assert "<img src=x onerror=alert(1)>.png" not in text and "&lt;img src=x" in text  # a file name is text, never markup
+    assert (
+        "<img src=x onerror=alert(1)>.png" not in text and "&lt;img src=x" in text
+    )  # a file name is text, never markup
     assert f"<td>{NO_DETECTIONS}</td><td>0</td><td>{_expected_images_per_class(dataset)[NO_DETECTIONS]}</td>" in text
 
 
@@ -59,15 +61,26 @@ def test_max_images_limits_thumbnails_not_counts(dataset, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None and not REQUIRE_BROWSER, reason="no Chromium (apt install chromium)")
 def test_page_loads_in_headless_chromium_and_filters_by_class(dataset, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api") if not REQUIRE_BROWSER else __import__(
-        "playwright.sync_api", fromlist=["sync_playwright"])
+    sync_api = (
+        pytest.importorskip("playwright.sync_api")
+        if not REQUIRE_BROWSER
+        else __import__("playwright.sync_api", fromlist=["sync_playwright"])
+    )
     page_path = write_review(dataset, progress=False)
     expected = _expected_images_per_class(dataset)
     problems = []
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from canned import CannedModel, make_good_images
+from helpers import CannedModel, make_good_images
 from PIL import Image
 from typer.testing import CliRunner
 
-import grounded_sam.pipeline as pipeline
+import grounded_sam.pipeline.grounded_sam2 as pipeline
 from grounded_sam import CaptionOntology, OutputFolderError, OutputWriteError, label_folder
-from grounded_sam import cli
+from grounded_sam.apps import cli
+from grounded_sam.labeling.records import SETTINGS_FILE, STATE_DIR, record_files
 
 SCRIPT = Path(sys.executable).parent / "grounded-sam"
 TESTS = Path(__file__).parent
@@ -33,8 +34,13 @@ print(int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group
 
 
 def _cli(*arguments):
-    return subprocess.run([str(SCRIPT), *map(str, arguments)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+    return subprocess.run(
+        [str(SCRIPT), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+    )
 
 
 def _one_error_line(stderr: str) -> str:
@@ -45,8 +51,11 @@ def _one_error_line(stderr: str) -> str:
 
 def _tree(folder: Path) -> dict[str, bytes]:
     """Every file below ``folder`` (following nothing) and its bytes."""
-    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
-            if path.is_file() and not path.is_symlink()}
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
 
 
 def _label(source, output, **options):
@@ -88,8 +97,9 @@ def _cli_in_process(monkeypatch, *arguments):
 # 1. The input folder inside the output folder, with --overwrite: it must be refused and every image kept.
 def test_overwrite_of_a_dataset_holding_the_input_folder_is_refused_and_deletes_nothing(dataset, monkeypatch):
     before = _tree(dataset)
-    message = _cli_in_process(monkeypatch, "label", dataset / "train" / "images", "-p", "a dog", "-o", dataset,
-                              "--overwrite")
+    message = _cli_in_process(
+        monkeypatch, "label", dataset / "train" / "images", "-p", "a dog", "-o", dataset, "--overwrite"
+    )
     assert "lies inside the output folder" in message and "train/images" in message
     with pytest.raises(OutputFolderError, match="lies inside the output folder"):
         _label(dataset / "train" / "images", dataset, overwrite=True)
@@ -121,8 +131,8 @@ def test_a_linked_label_file_is_replaced_as_a_link_and_its_target_kept(dataset, 
 
 
 def test_a_linked_state_folder_is_refused(dataset, own_files, tmp_path):
-    shutil.move(dataset / ".grounded-sam", own_files / "state")
-    (dataset / ".grounded-sam").symlink_to(own_files / "state", target_is_directory=True)
+    shutil.move(dataset / STATE_DIR, own_files / "state")
+    (dataset / STATE_DIR).symlink_to(own_files / "state", target_is_directory=True)
     before = _tree(own_files)
     with pytest.raises(OutputFolderError, match="symbolic link"):
         _label(tmp_path / "photos", dataset, split=(0.5, 0.5))
@@ -143,16 +153,22 @@ def test_overwrite_removes_only_what_the_records_name(dataset, tmp_path):
 def test_a_yaml_alias_bomb_is_refused_quickly_and_in_bounded_memory(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
-              f"*a{i - 1}]" for i in range(1, 9)]
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+        f"*a{i - 1}]"
+        for i in range(1, 9)
+    ]
     bomb.write_text("\n".join(lines) + "\n")
-    code = textwrap.dedent(f"""
+    code = (
+        textwrap.dedent(f"""
         from grounded_sam import CaptionOntology
         try:
             CaptionOntology.from_file({str(bomb)!r})
         except ValueError as error:
             print(str(error))
-    """) + PEAK_RSS_MB
+    """)
+        + PEAK_RSS_MB
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     message, peak_mb = result.stdout.strip().splitlines()
     assert "anchors and aliases" in message and str(bomb) in message and len(message) < 300
@@ -167,11 +183,14 @@ def test_a_huge_value_is_named_by_its_type_not_printed(tmp_path):
     assert "must be a string, got a list" in str(caught.value) and len(str(caught.value)) < 300
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("twice.yaml", "a dog: dog\na dog: cat\n", "gives the key 'a dog' twice"),
-    ("twice.json", '{"a dog": "dog", "a dog": "cat"}', "gives the key 'a dog' twice"),
-    ("latin1.yaml", "caf\xe9: cafe\n", "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("twice.yaml", "a dog: dog\na dog: cat\n", "gives the key 'a dog' twice"),
+        ("twice.json", '{"a dog": "dog", "a dog": "cat"}', "gives the key 'a dog' twice"),
+        ("latin1.yaml", "caf\xe9: cafe\n", "is not UTF-8 text"),
+    ],
+)
 def test_ontology_files_that_would_lose_or_garble_entries_are_refused(tmp_path, name, text, message):
     path = tmp_path / name
     path.write_bytes(text.encode("latin-1"))
@@ -193,12 +212,31 @@ def test_undecodable_file_names_are_skipped_by_label_and_predict(tmp_path, flore
     make_good_images(photos, 2)
     os.rename(photos / "img_001.png", os.path.join(os.fsencode(photos), b"bad\xff.png"))
     report = _label(photos, tmp_path / "ds")
-    assert report.images_labeled == 1 and report.skipped[0]["reason"] == "the file name is not valid UTF-8; rename the file"
-    result = _cli("predict", photos, "-p", "a dog", "-o", tmp_path / "out", "--florence", florence_dir, "--sam", sam_dir,
-                  "--device", "cpu")
+    assert (
+        report.images_labeled == 1
+        and report.skipped[0]["reason"] == "the file name is not valid UTF-8; rename the file"
+    )
+    result = _cli(
+        "predict",
+        photos,
+        "-p",
+        "a dog",
+        "-o",
+        tmp_path / "out",
+        "--florence",
+        florence_dir,
+        "--sam",
+        sam_dir,
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     assert "skipped bad\\xff.png: the file name is not valid UTF-8" in result.stderr
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [".grounded-sam", "img_000.jpg", "img_000.json"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        ".grounded-sam",
+        "img_000.jpg",
+        "img_000.json",
+    ]
 
 
 # 5. A folder path that is not valid UTF-8: refused at the start, before any model loads.
@@ -225,17 +263,29 @@ def test_a_nan_split_is_refused(tmp_path, monkeypatch):
 # 7. Resuming with another precision would label the new images differently: refused, naming the setting.
 def test_resuming_with_another_dtype_is_refused_naming_it(tmp_path, florence_dir, sam_dir, monkeypatch):
     make_good_images(tmp_path / "photos", 2)
-    arguments = ["label", tmp_path / "photos", "-p", "a dog", "-o", tmp_path / "ds", "--florence", florence_dir,
-                 "--sam", sam_dir, "--device", "cpu"]
+    arguments = [
+        "label",
+        tmp_path / "photos",
+        "-p",
+        "a dog",
+        "-o",
+        tmp_path / "ds",
+        "--florence",
+        florence_dir,
+        "--sam",
+        sam_dir,
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(cli.app, [str(argument) for argument in arguments + ["--dtype", "float32"]])
     assert result.exit_code == 0, result.output
     message = _cli_in_process(monkeypatch, *arguments, "--dtype", "bfloat16")
-    assert "model.precision (stored 'float32', now 'bfloat16')" in message
+    assert "model.detector.precision (stored 'float32', now 'bfloat16')" in message
 
 
 # 8. An existing dataset that cannot be written: the documented OutputWriteError, in one line on the command line.
 def test_a_read_only_dataset_gives_the_documented_write_error(dataset, tmp_path, monkeypatch):
-    lock = dataset / ".grounded-sam" / "lock"
+    lock = dataset / STATE_DIR / "lock"
     real_open = os.open
 
     def read_only(path, flags, *args, **kwargs):  # what a read-only mount answers (root ignores permission bits)
@@ -257,15 +307,18 @@ def test_huge_images_are_skipped_within_a_memory_bound(tmp_path):
     Image.new("L", (10_000, 10_000)).save(photos / "bomb_0.png")  # 100 megapixels in a few hundred KB
     for index in range(1, 4):
         shutil.copy(photos / "bomb_0.png", photos / f"bomb_{index}.png")
-    code = textwrap.dedent(f"""
+    code = (
+        textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(TESTS)!r})
-        from canned import CannedModel
+        from helpers import CannedModel
         from grounded_sam import label_folder
         report = label_folder(CannedModel(), {str(photos)!r}, output_folder={str(tmp_path / "ds")!r},
                               verbose=False, progress=False)
         print(json.dumps(report.to_dict()))
-    """) + PEAK_RSS_MB
+    """)
+        + PEAK_RSS_MB
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report, peak_mb = json.loads(result.stdout.splitlines()[0]), int(result.stdout.splitlines()[1])
@@ -295,8 +348,9 @@ def test_images_a_few_pixels_tall_are_read_channels_last(model, height):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_cuda_is_one_line(tmp_path):
     make_good_images(tmp_path / "photos", 1)
-    line = _one_error_line(_cli("predict", tmp_path / "photos", "-p", "a dog", "-o", tmp_path / "out",
-                                "--device", "cuda").stderr)
+    line = _one_error_line(
+        _cli("predict", tmp_path / "photos", "-p", "a dog", "-o", tmp_path / "out", "--device", "cuda").stderr
+    )
     assert "torch sees no CUDA GPU" in line
 
 
@@ -308,12 +362,15 @@ def _malicious_pickle(path: Path, marker: Path) -> None:
     torch.save({"model": Payload()}, path)
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("empty", "is empty (0 bytes)"),
-    ("truncated", "is not a complete PyTorch file"),
-    ("malicious", "holds objects other than tensors"),
-    ("not_sam", "not a SAM 2 checkpoint"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("empty", "is empty (0 bytes)"),
+        ("truncated", "is not a complete PyTorch file"),
+        ("malicious", "holds objects other than tensors"),
+        ("not_sam", "not a SAM 2 checkpoint"),
+    ],
+)
 def test_bad_checkpoint_files_are_one_line_naming_the_file(tmp_path, florence_dir, kind, message):
     make_good_images(tmp_path / "photos", 1)
     checkpoint, marker = tmp_path / f"{kind}.pt", tmp_path / "pwned"
@@ -326,39 +383,58 @@ def test_bad_checkpoint_files_are_one_line_naming_the_file(tmp_path, florence_di
         _malicious_pickle(checkpoint, marker)
     else:
         torch.save({"model": {"weight": torch.zeros(3)}}, checkpoint)
-    line = _one_error_line(_cli("predict", tmp_path / "photos", "-p", "a dog", "-o", tmp_path / "out",
-                                "--florence", florence_dir, "--sam", checkpoint, "--device", "cpu").stderr)
+    line = _one_error_line(
+        _cli(
+            "predict",
+            tmp_path / "photos",
+            "-p",
+            "a dog",
+            "-o",
+            tmp_path / "out",
+            "--florence",
+            florence_dir,
+            "--sam",
+            checkpoint,
+            "--device",
+            "cpu",
+        ).stderr
+    )
     assert message in line and str(checkpoint) in line
     assert not marker.exists()
 
 
 def test_a_sam_folder_given_as_florence_is_refused_at_load(tmp_path, sam_dir):
     make_good_images(tmp_path / "photos", 1)
-    line = _one_error_line(_cli("label", tmp_path / "photos", "-p", "a dog", "--florence", sam_dir, "--sam", sam_dir,
-                                "--device", "cpu").stderr)
-    assert f"{sam_dir} is a sam2 model, not Florence-2" in line and "florence=" in line
+    line = _one_error_line(
+        _cli(
+            "label", tmp_path / "photos", "-p", "a dog", "--florence", sam_dir, "--sam", sam_dir, "--device", "cpu"
+        ).stderr
+    )
+    assert f"{sam_dir} is a sam2 model, not Florence-2 (--florence ... expects a florence2 model)" in line
 
 
 def test_a_2000_word_prompt_fails_once_before_labeling(tmp_path, florence_dir, sam_dir):
     make_good_images(tmp_path / "photos", 3)
     prompt = " ".join(["dog"] * 2000)
-    result = _cli("label", tmp_path / "photos", "-p", prompt, "--florence", florence_dir, "--sam", sam_dir,
-                  "--device", "cpu")
+    result = _cli(
+        "label", tmp_path / "photos", "-p", prompt, "--florence", florence_dir, "--sam", sam_dir, "--device", "cpu"
+    )
     line = _one_error_line(result.stderr)
     assert "tokens long; Florence-2 has room for" in line and len(line) < 300
-    assert not list((tmp_path / "photos_labeled" / ".grounded-sam" / "records").glob("*.json"))
+    assert not record_files(tmp_path / "photos_labeled")
 
 
 # 12. What can be checked is checked before any model loads.
 def test_an_empty_folder_is_reported_before_any_model_loads(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     assert "No images found" in _cli_in_process(monkeypatch, "label", tmp_path / "empty", "-p", "a dog")
-    assert "No images found" in _cli_in_process(monkeypatch, "predict", tmp_path / "empty", "-p", "a dog",
-                                                "-o", tmp_path / "out")
+    assert "No images found" in _cli_in_process(
+        monkeypatch, "predict", tmp_path / "empty", "-p", "a dog", "-o", tmp_path / "out"
+    )
 
 
 def test_a_rerun_with_changed_settings_is_refused_before_any_model_loads(dataset, tmp_path, monkeypatch):
-    (dataset / ".grounded-sam" / "settings.json").write_text(json.dumps({"model": "something else"}))
+    (dataset / SETTINGS_FILE).write_text(json.dumps({"model": "something else"}))
     message = _cli_in_process(monkeypatch, "label", tmp_path / "photos", "-p", "a dog", "-o", dataset)
     assert "holds a dataset labeled with other settings" in message
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from grounded_sam import Sam2Segmenter, Segmenter
-from grounded_sam.checkpoints import convert_state_dict, infer_size, load_sam2_checkpoint
-from grounded_sam.models import load_sam2
+from grounded_sam.models.checkpoints import convert_state_dict, infer_size, load_sam2_checkpoint
+from grounded_sam.models.hub import load_sam2
 
 if os.environ.get("GROUNDED_SAM_REQUIRE_PARITY") == "1":
-    import sam2  # noqa: F401 -- fail loudly where the parity tests must run
+    import sam2
 sam2 = pytest.importorskip("sam2", reason="Meta's sam2 package (the parity extra) is not installed")
 from sam2.build_sam import build_sam2  # noqa: E402
 from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
@@ -100,8 +100,10 @@ def test_checkpoint_keys_are_all_accounted_for(meta_checkpoint, tmp_path):
     assert loaded.config.name_or_path == str(path.resolve())
     with pytest.raises(ValueError, match=f"Hiera-{expected[0]}, not large"):
         load_sam2_checkpoint(path, size="large")
-    for broken, message in ((_without_one_key(state_dict), "missing"), ({**state_dict, "extra.weight": torch.ones(1)},
-                                                                        "left over")):
+    for broken, message in (
+        (_without_one_key(state_dict), "missing"),
+        ({**state_dict, "extra.weight": torch.ones(1)}, "left over"),
+    ):
         torch.save({"model": broken}, tmp_path / "broken.pt")
         with pytest.raises(ValueError, match=message):
             load_sam2_checkpoint(tmp_path / "broken.pt")
@@ -122,14 +124,16 @@ def test_clicks_and_mask_refinement_match_meta(meta_checkpoint, image):
     labels = np.tile(np.array([[1, 0]]), (len(BOXES), 1))
     segmenter = Segmenter(sam=path, device="cpu", dtype="float32")
     state = segmenter.set_image(image)
-    meta_masks, meta_scores, meta_low_res = predictor.predict(point_coords=points, point_labels=labels,
-                                                              multimask_output=False, return_logits=True)
+    meta_masks, meta_scores, meta_low_res = predictor.predict(
+        point_coords=points, point_labels=labels, multimask_output=False, return_logits=True
+    )
     ours = segmenter.predict(state, points=points, labels=labels)
     np.testing.assert_allclose(ours.confidence, meta_scores[:, 0], atol=1e-4)
     np.testing.assert_allclose(ours.data["low_res_logits"], meta_low_res[:, 0], atol=1e-4)
     _same_masks(ours.mask, meta_masks[:, 0])
-    meta_masks, meta_scores, _ = predictor.predict(box=BOXES, mask_input=meta_low_res, multimask_output=False,
-                                                   return_logits=True)
+    meta_masks, meta_scores, _ = predictor.predict(
+        box=BOXES, mask_input=meta_low_res, multimask_output=False, return_logits=True
+    )
     refined = segmenter.predict(state, boxes=BOXES, mask_input=ours.data["low_res_logits"])
     np.testing.assert_allclose(refined.confidence, meta_scores[:, 0], atol=1e-4)
     _same_masks(refined.mask, meta_masks[:, 0])

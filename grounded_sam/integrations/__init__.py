@@ -1,0 +1,1 @@
+"""grounded-sam inside other tools: autodistill (``grounded_sam.autodistill``)."""

@@ -1,0 +1,248 @@
+"""File-level pieces of a labeled dataset: safe writes and removals, records, the COCO assembler, a lock.
+
+Every file is written under a temporary name in its folder and renamed into place, so a reader (or a run that was
+killed) sees either the whole old file or the whole new one.
+
+Nothing here follows a symbolic link below the output folder: folders are checked part by part with ``lstat``
+(:func:`real_directory`), temporary files are created with ``O_EXCL | O_NOFOLLOW``, a rename replaces a link rather
+than what it points to, and removals unlink files and links only, never a folder's contents. The output folder
+itself may be a link: it is resolved once, where the user named it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+from grounded_sam.errors import OutputFolderError
+from grounded_sam.labeling.formats import coco_annotation, coco_categories
+
+TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY = re.compile(r"^\..+\.\d+" + re.escape(TEMPORARY_SUFFIX) + "$")
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def temporary_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+
+
+def real_directory(root: Path, relative: str | PurePosixPath = ".", create: bool = True) -> Path:
+    """``root / relative`` as a real folder, creating the parts that are missing (with ``create``; without, missing
+    parts are fine and only the existing ones are checked).
+
+    Raises:
+        OutputFolderError: a part below ``root`` is a symbolic link or a file (nothing is written through it).
+    """
+    path = root
+    for part in PurePosixPath(relative).parts:
+        if part == ".":
+            continue
+        path = path / part
+        try:
+            if create:
+                os.mkdir(path)
+                continue
+            mode = os.lstat(path).st_mode
+        except FileExistsError:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:  # only without create: nothing below exists either
+            return path
+        if stat.S_ISLNK(mode):
+            raise OutputFolderError(
+                f"{path} is a symbolic link (to {os.readlink(path)}) inside the output folder; grounded-sam never "
+                "writes through links: remove the link or choose another output folder"
+            )
+        if not stat.S_ISDIR(mode):
+            raise OutputFolderError(
+                f"{path} is a file where grounded-sam keeps a folder; move it away or choose another output folder"
+            )
+    return path
+
+
+def _create_exclusive(path: Path):
+    """A new file opened for binary writing; fails rather than follow a link or open an existing file."""
+    remove_file(path)  # a temporary left by an earlier run of the same process id
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | _BINARY, 0o644), "wb")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in its folder (which must exist) and a rename."""
+    temporary = temporary_path(path)
+    try:
+        with _create_exclusive(temporary) as file:
+            file.write(data)
+        os.replace(temporary, path)
+    finally:
+        remove_file(temporary)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def place_image(source: Path, destination: Path, link: bool) -> None:
+    """Hard-links ``source`` to ``destination`` when ``link`` and the disk allow it, else copies its bytes."""
+    if link and _same_file(source, destination):
+        return  # linked by an earlier, interrupted run (and renaming a link onto itself would leave the temporary)
+    temporary = temporary_path(destination)
+    remove_file(temporary)
+    try:
+        try:
+            if not link:
+                raise OSError("copy requested")
+            os.link(source.resolve(), temporary)
+        except OSError:  # another disk, a file system without hard links, or link=False: copy the bytes as they are
+            with open(source, "rb") as original, _create_exclusive(temporary) as copy:
+                shutil.copyfileobj(original, copy)
+        os.replace(temporary, destination)
+    finally:
+        remove_file(temporary)
+
+
+def _same_file(source: Path, destination: Path) -> bool:
+    try:
+        placed, original = os.lstat(destination), os.stat(source)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(placed.st_mode) and (placed.st_dev, placed.st_ino) == (original.st_dev, original.st_ino)
+
+
+def remove_file(path: Path) -> bool:
+    """Unlinks ``path`` if it is a file or a link (the link, not its target); never touches a folder. Returns
+    whether something was removed."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def remove_owned_file(root: Path, relative: str | PurePosixPath) -> bool:
+    """Removes ``root / relative`` (a file or link the dataset's records name), reaching it without following a
+    link: if a folder on the way is a link, nothing is removed."""
+    path = root
+    parts = PurePosixPath(relative).parts
+    for part in parts[:-1]:
+        path = path / part
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):  # a link or a file: not ours to go through
+                return False
+        except FileNotFoundError:
+            return False
+    return remove_file(path / parts[-1])
+
+
+def remove_empty_directory(root: Path, relative: str | PurePosixPath) -> None:
+    """Removes ``root / relative`` if it is a real, empty folder; anything else stays."""
+    path = root / relative
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            os.rmdir(path)
+    except OSError:  # missing, or not empty: something that is not ours stays there
+        pass
+
+
+def remove_partial_files(folders: Iterable[Path]) -> None:
+    """Deletes the temporary files a killed run left in ``folders`` (names only this module gives)."""
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if _TEMPORARY.match(entry.name) and not entry.is_dir(follow_symlinks=False):
+                remove_file(Path(entry.path))
+
+
+class CocoAssembler:
+    """Builds ``instances_{split}.json`` for every split in one pass over the records: image and annotation entries
+    go to temporary files as they come and are joined into each COCO file at the end, so memory stays flat."""
+
+    def __init__(self, folder: Path, classes, splits, segmentation: str, score: bool):
+        self.folder, self.classes, self.segmentation, self.score = folder, list(classes), segmentation, score
+        self.parts = {
+            split: (
+                tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder),
+                tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder),
+            )
+            for split in splits
+        }
+
+    def add(self, header: dict, entries: list[dict]) -> None:
+        images, annotations = self.parts[header["split"]]
+        if not header["kept"]:
+            return
+        image = {
+            "id": header["image_id"],
+            "file_name": header["name"],
+            "width": header["width"],
+            "height": header["height"],
+        }
+        images.write(("," if images.tell() else "") + json.dumps(image, ensure_ascii=False))
+        for offset, entry in enumerate(entries):
+            annotation = coco_annotation(
+                entry, header["annotation_id"] + offset, header["image_id"], self.segmentation, self.score
+            )
+            annotations.write(("," if annotations.tell() else "") + json.dumps(annotation))
+
+    def write(self) -> None:
+        head = {"info": {"description": "grounded-sam"}, "licenses": [], "categories": coco_categories(self.classes)}
+        for split, (images, entries) in self.parts.items():
+            path = self.folder / f"instances_{split}.json"
+            temporary = temporary_path(path)
+            try:
+                with io.TextIOWrapper(_create_exclusive(temporary), encoding="utf-8") as file:
+                    file.write(json.dumps(head)[:-1] + ', "images": [')
+                    _copy_from_start(images, file)
+                    file.write('], "annotations": [')
+                    _copy_from_start(entries, file)
+                    file.write("]}\n")
+                os.replace(temporary, path)
+            finally:
+                remove_file(temporary)
+
+    def close(self) -> None:
+        for images, entries in self.parts.values():
+            images.close()
+            entries.close()
+
+
+def _copy_from_start(source, destination) -> None:
+    source.seek(0)
+    shutil.copyfileobj(source, destination)
+
+
+class FolderLock:
+    """An exclusive lock on an output folder for the length of a run, so two runs cannot interleave their writes.
+
+    Uses ``fcntl.flock`` (released by the OS if the process dies); where fcntl does not exist (Windows) it does
+    nothing.
+    """
+
+    def __init__(self, path: Path):
+        self.file = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        self.file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o644), "r+b")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None

@@ -1,0 +1,100 @@
+"""The on-disk state of a labeled dataset, written and read here only: where it lives, and each image's record.
+
+A record is ``.grounded-sam/records/NAME.json``: a header line (the image's source, name, split, size, whether it
+was kept, its COCO ids, its detection count, and the schema ``version``), then one line with its detections in the
+JSON form of :func:`grounded_sam.detections.detections_to_json` (plus COCO polygons when a dataset writes them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+
+STATE_DIR = ".grounded-sam"
+RECORDS_DIR = f"{STATE_DIR}/records"
+PENDING_DIR = f"{STATE_DIR}/pending"
+SETTINGS_FILE = f"{STATE_DIR}/settings.json"
+REVIEW_DIR = "review"  # the HTML review page (apps/review.py): it shows this dataset, so it goes with it
+REVIEW_MANIFEST = f"{STATE_DIR}/review.json"  # the review page's files, as apps/review.py wrote them
+RECORD_VERSION = 1
+
+
+def record_path(root: Path, name: str) -> Path:
+    """Where the record of the image named ``name`` in the dataset at ``root`` lives."""
+    return root / RECORDS_DIR / f"{name}.json"
+
+
+def record_files(root: Path) -> list[Path]:
+    """Every record of the dataset at ``root``, sorted by image name."""
+    return sorted((root / RECORDS_DIR).glob("*.json"))
+
+
+def image_files(split: str, name: str) -> list[str]:
+    """The files an image may have in a dataset, relative to its folder (which of them exist depends on options)."""
+    stem = PurePosixPath(name).stem
+    return [f"{split}/images/{name}", f"{split}/labels/{stem}.txt", f"{split}/confidences/{stem}.txt"]
+
+
+def make_header(
+    source: PurePosixPath,
+    name: str,
+    split: str,
+    width: int,
+    height: int,
+    kept: bool,
+    image_id: int,
+    annotation_id: int,
+    count: int,
+) -> dict:
+    """A record's header: ``annotation_id`` is the COCO id of its first detection (the others follow in order)."""
+    return {
+        "version": RECORD_VERSION,
+        "source": str(source),
+        "name": name,
+        "split": split,
+        "width": width,
+        "height": height,
+        "kept": kept,
+        "image_id": image_id,
+        "annotation_id": annotation_id,
+        "count": count,
+    }
+
+
+def record_text(header: dict, entries_json: str) -> str:
+    """The record file's text: the header line, then the entries (already JSON) on one line."""
+    return json.dumps(header, ensure_ascii=False) + "\n" + entries_json + "\n"
+
+
+def read_header(path: Path) -> dict:
+    """The header of one image's record, without its detections."""
+    with open(path, encoding="utf-8") as file:
+        return json.loads(file.readline())
+
+
+def read_record(path: Path) -> tuple[dict, list[dict]]:
+    """(header, detection entries) of one image's record file."""
+    with open(path, encoding="utf-8") as file:
+        return json.loads(file.readline()), json.loads(file.readline())
+
+
+def whole_record_header(path: Path) -> dict | None:
+    """The record's header if the file is whole (a header line, then a detections line ending in ``]``), else None:
+    a power cut can leave an unflushed, empty or cut file behind even though it was renamed into place."""
+    try:
+        with open(path, "rb") as file:
+            header = json.loads(file.readline())
+            file.seek(-2, os.SEEK_END)
+            return header if file.read() == b"]\n" and "image_id" in header else None
+    except (OSError, ValueError):
+        return None
+
+
+def listed_files(manifest: Path) -> list[str]:
+    """The relative paths a manifest file (``{"files": [...]}``) lists; none when it is missing or unreadable."""
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name for name in files if isinstance(name, str) and ".." not in PurePosixPath(name).parts]

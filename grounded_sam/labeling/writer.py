@@ -1,0 +1,344 @@
+"""Writing a labeled dataset one image at a time, so that a run can stop anywhere and resume.
+
+Layout of an output folder::
+
+    data.yaml                        YOLO: path, train, val (test), nc, names
+    {train,valid,test}/images/       copies (or hard links) of the source files, never re-encoded
+    {train,valid,test}/labels/       YOLO label files, one line per polygon (or box)
+    {train,valid,test}/confidences/  optional: one confidence per label line, same order (YOLO readers ignore it)
+    annotations/instances_{split}.json   COCO instance segmentation
+    report.json                      what the last run did
+    .grounded-sam/settings.json      what the dataset was labeled with; a rerun must match it
+    .grounded-sam/records/NAME.json  one per finished image: a header line, then its detections (RLE masks)
+    .grounded-sam/pending/NAME.json  an image being written: its files are removed on the next run unless its
+                                     record exists
+
+An image's record is written last, so an image counts as done only when all its files are whole. Before its first
+file is written, a pending entry names the image, so a run killed halfway leaves nothing the next run cannot find:
+every file grounded-sam removes (an interrupted image's, or the whole dataset's with ``overwrite``) is known from
+these records and entries, never from a folder listing, and no symbolic link below the output folder is followed
+(see ``files``; the record format is in ``records``). The files that span all images (COCO, data.yaml) are
+assembled from the records at the end, streaming, so memory does not grow with the number of images. Image and
+annotation ids are given when an image is written and kept in its record, so adding images later never renumbers
+earlier ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import supervision as sv
+import yaml
+
+from grounded_sam.errors import OutputFolderError, OutputWriteError
+from grounded_sam.labeling.files import (
+    CocoAssembler,
+    FolderLock,
+    atomic_write_text,
+    place_image,
+    real_directory,
+    remove_empty_directory,
+    remove_file,
+    remove_owned_file,
+    remove_partial_files,
+)
+from grounded_sam.labeling.folders import SPLIT_NAMES
+from grounded_sam.labeling.formats import data_yaml, detections_to_record, yolo_lines
+from grounded_sam.labeling.options import LabelOptions
+from grounded_sam.labeling.records import (
+    PENDING_DIR,
+    RECORDS_DIR,
+    REVIEW_DIR,
+    REVIEW_MANIFEST,
+    SETTINGS_FILE,
+    STATE_DIR,
+    image_files,
+    listed_files,
+    make_header,
+    read_record,
+    record_files,
+    record_path,
+    record_text,
+    whole_record_header,
+)
+
+SPLIT_FOLDERS = ("images", "labels", "confidences")
+
+
+def check_output_folder(root: Path) -> None:
+    """Raises OutputFolderError when ``root`` is a file, a non-empty folder that grounded-sam did not write, or a
+    dataset whose state folder is a link."""
+    if root.is_file():
+        raise OutputFolderError(f"Output folder {root} is a file; pass a folder path")
+    if not root.is_dir():
+        return
+    real_directory(root, STATE_DIR, create=False)
+    if not (root / SETTINGS_FILE).is_file() and any(entry.name != STATE_DIR for entry in root.iterdir()):
+        raise OutputFolderError(
+            f"Output folder {root} is not empty and was not written by grounded-sam; "
+            "choose a new or empty folder (nothing in it was changed)"
+        )
+
+
+@dataclass(frozen=True)
+class ConvertedLabels:
+    """One image's labels as :meth:`DatasetWriter.convert` makes them, ready to write."""
+
+    count: int  # detections
+    yolo: str | None  # the YOLO label file's text; None when YOLO is not written
+    confidences: str | None  # the confidences file's text (record_confidence), else None
+    entries_json: str  # the record's entries (formats.detections_to_record) as JSON
+
+
+class DatasetWriter:
+    """Writes images, labels and records into ``output``; checks that a rerun uses the same settings.
+
+    Args:
+        output: the output folder; created if missing.
+        options: how to write the dataset (``overwrite`` and ``link`` among them).
+        classes: the class names ``class_id`` indexes.
+        settings: everything the labels depend on (input folder, ontology, models, options), JSON-ready; stored on
+            the first run and compared on every later one.
+
+    Holds a lock on the folder until :meth:`close`; a second run on the same folder meanwhile is refused. Everything
+    that can be refused (a foreign folder, other settings, a link inside the folder, a folder that cannot be written)
+    is refused here, before anything is labeled.
+    """
+
+    def __init__(self, output: str | os.PathLike, options: LabelOptions, classes, settings: dict):
+        self.root, self.options, self.classes = Path(output).absolute(), options, tuple(classes)
+        check_output_folder(self.root)
+        self._io(self.root.mkdir, parents=True, exist_ok=True)
+        state = self._io(real_directory, self.root, STATE_DIR)
+        try:  # before anything is changed: an overwrite must not pull the folder from under a running job
+            self._lock = FolderLock(state / "lock")
+        except BlockingIOError:
+            raise OutputFolderError(
+                f"Another run is writing to {self.root}; wait for it or use another folder"
+            ) from None
+        except OSError as error:
+            raise self._write_error(error, state / "lock") from error
+        try:
+            self._pending = self.root / PENDING_DIR
+            self._open(json.loads(json.dumps(settings)), options.overwrite)  # tuples -> lists, as stored
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, settings: dict, overwrite: bool) -> None:
+        replace = self._compare_settings(settings, overwrite)
+        for folder in self._folders():  # refused before anything is removed or written
+            real_directory(self.root, folder, create=False)
+        self._io(remove_partial_files, [self.root, *(self.root / folder for folder in self._folders())])
+        self._io(real_directory, self.root, PENDING_DIR)
+        self._io(self._finish_interrupted_images)
+        if replace:
+            self._io(self._remove_dataset)
+        self._io(atomic_write_text, self.root / SETTINGS_FILE, json.dumps(settings, indent=2, sort_keys=True))
+        for folder in self._folders(created_only=True):
+            self._io(real_directory, self.root, folder)
+        self.done: dict[PurePosixPath, str] = {}
+        self._next_image_id, self._next_annotation_id = 1, 1
+        self._scan_records()
+
+    def _folders(self, created_only: bool = False) -> list[str]:
+        """The folders this dataset writes into, relative to its root (``created_only``: those its options use)."""
+        if created_only:
+            wanted = (
+                ["images"]
+                + ["labels"] * ("yolo" in self.options.formats)
+                + (["confidences"] * (self.options.record_confidence and "yolo" in self.options.formats))
+            )
+            splits = [f"{split}/{folder}" for split in self.options.splits for folder in wanted]
+            return [RECORDS_DIR, PENDING_DIR, *splits] + ["annotations"] * ("coco" in self.options.formats)
+        splits = [f"{split}/{folder}" for split in SPLIT_NAMES for folder in SPLIT_FOLDERS]
+        return [STATE_DIR, RECORDS_DIR, PENDING_DIR, *splits, "annotations", REVIEW_DIR, f"{REVIEW_DIR}/thumbs"]
+
+    def _compare_settings(self, settings: dict, overwrite: bool) -> bool:
+        """Whether an existing dataset with other settings is to be replaced; raises when it may not be."""
+        state = self.root / SETTINGS_FILE
+        if not state.is_file():
+            return False
+        stored = json.loads(state.read_text(encoding="utf-8"))
+        if stored == settings:
+            return False
+        if not overwrite:
+            differing = describe_differences(stored, settings)
+            raise OutputFolderError(
+                f"{self.root} holds a dataset labeled with other settings (differing: {differing}). "
+                "Use another output folder, or overwrite=True to replace that dataset."
+            )
+        return True
+
+    def _finish_interrupted_images(self) -> None:
+        """Removes the files of images a killed run started writing and never recorded."""
+        for entry in sorted(self._pending.glob("*.json")):
+            name = entry.name[: -len(".json")]
+            if whole_record_header(record_path(self.root, name)) is None:
+                for split in SPLIT_NAMES:
+                    for relative in image_files(split, name):
+                        remove_owned_file(self.root, relative)
+                remove_file(record_path(self.root, name))  # a cut record, if any
+            remove_file(entry)
+
+    def _remove_dataset(self) -> None:
+        """Removes what an earlier run wrote, as its records and manifests list it: records first (each turned into a
+        pending entry), so an interrupted removal leaves nothing that looks done; the settings file last."""
+        for record in record_files(self.root):
+            atomic_write_text(self._pending / record.name, "{}")
+            remove_file(record)
+        self._finish_interrupted_images()
+        owned = [f"annotations/instances_{split}.json" for split in SPLIT_NAMES] + ["data.yaml", "report.json"]
+        for relative in owned + listed_files(self.root / REVIEW_MANIFEST) + [REVIEW_MANIFEST]:
+            remove_owned_file(self.root, relative)
+        for folder in reversed(self._folders()[1:]):  # deepest first; the state folder and its lock stay
+            remove_empty_directory(self.root, folder)
+        for split in SPLIT_NAMES:
+            remove_empty_directory(self.root, split)
+
+    def _scan_records(self) -> None:
+        """Finds the images earlier runs finished and the next free ids; removes records a power cut left broken,
+        so their images are labeled again."""
+        for path in record_files(self.root):
+            header = whole_record_header(path)
+            if header is None:
+                self._io(path.unlink)
+                continue
+            self.done[PurePosixPath(header["source"])] = header["name"]
+            self._next_image_id = max(self._next_image_id, header["image_id"] + 1)
+            self._next_annotation_id = max(self._next_annotation_id, header["annotation_id"] + header["count"])
+
+    def convert(self, detections: sv.Detections, image_shape) -> ConvertedLabels:
+        """The label text and record entries of one image: pure (no I/O, no state), so any thread may run it.
+
+        Args:
+            detections: its detections; class_id indexes ``classes``.
+            image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
+        """
+        options, yolo, confidences = self.options, None, None
+        if "yolo" in options.formats:
+            lines, sources = yolo_lines(detections, image_shape, options.yolo_boxes_only, options.polygon_approximation)
+            yolo = _text(lines)
+            if options.record_confidence:
+                confidence = detections.confidence if detections.confidence is not None else np.ones(len(detections))
+                confidences = _text(f"{confidence[index]:.4f}" for index in sources)
+        entries = detections_to_record(detections, options.coco_segmentation, options.polygon_approximation)
+        return ConvertedLabels(len(detections), yolo, confidences, json.dumps(entries))
+
+    def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape, labels: ConvertedLabels):
+        """Writes one finished image: its copy, label files and record (last). Images are written one at a time,
+        in order (ids are handed out here).
+
+        Args:
+            source: path relative to the input folder (recorded, and the key for resuming).
+            file: the source file to copy or link.
+            name: its file name in the dataset (see ``folders.output_names``).
+            split: "train", "valid" or "test".
+            image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
+            labels: what :meth:`convert` made of its detections.
+        """
+        height, width = image_shape[:2]
+        kept = labels.count > 0 or self.options.keep_empty
+        pending = self._pending / f"{name}.json"  # the image's files are listed before any is written
+        self._io(atomic_write_text, pending, "{}")
+        if kept:
+            destination = self.root / split / "images" / name
+            self._io(place_image, file, destination, self.options.link, target=destination)
+            stem = PurePosixPath(name).stem
+            if labels.yolo is not None:
+                self._io(atomic_write_text, self.root / split / "labels" / f"{stem}.txt", labels.yolo)
+            if labels.confidences is not None:
+                self._io(atomic_write_text, self.root / split / "confidences" / f"{stem}.txt", labels.confidences)
+        header = make_header(
+            source, name, split, width, height, kept, self._next_image_id, self._next_annotation_id, labels.count
+        )
+        self._io(atomic_write_text, record_path(self.root, name), record_text(header, labels.entries_json))
+        self._io(remove_file, pending)
+        self._next_image_id += 1
+        self._next_annotation_id += labels.count
+
+    def finish(self) -> dict:
+        """Assembles the COCO files and data.yaml from the records in one streaming pass and returns counts over the
+        whole dataset."""
+        return self._io(self._assemble)
+
+    def _assemble(self) -> dict:
+        counts = {"labeled": 0, "empty": 0, "per_class": Counter(), "per_split": Counter()}
+        options = self.options
+        coco = None
+        if "coco" in options.formats:
+            coco = CocoAssembler(
+                self.root / "annotations",
+                self.classes,
+                options.splits,
+                options.coco_segmentation,
+                options.record_confidence,
+            )
+        try:
+            for header, entries in self._records_with_entries():
+                counts["labeled"] += 1
+                counts["empty"] += not entries
+                counts["per_split"][header["split"]] += header["kept"]
+                counts["per_class"].update(self.classes[entry["class_id"]] for entry in entries)
+                if coco is not None:
+                    coco.add(header, entries)
+            if coco is not None:
+                coco.write()
+        finally:
+            if coco is not None:
+                coco.close()
+        if "yolo" in options.formats:
+            content = data_yaml(str(self.root), self.classes, options.splits)
+            atomic_write_text(self.root / "data.yaml", yaml.safe_dump(content, sort_keys=False))
+        return counts
+
+    def write_report(self, report: dict) -> None:
+        self._io(atomic_write_text, self.root / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
+
+    def close(self) -> None:
+        self._lock.release()
+
+    def _records_with_entries(self) -> Iterator[tuple[dict, list[dict]]]:
+        for path in record_files(self.root):
+            yield read_record(path)
+
+    def _io(self, function, *args, target: Path | None = None, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except OSError as error:
+            where = target or error.filename or (args[0] if args and isinstance(args[0], Path) else self.root)
+            raise self._write_error(error, where) from error
+
+    def _write_error(self, error: OSError, where) -> OutputWriteError:
+        return OutputWriteError(
+            error.errno,
+            f"Cannot write the dataset at {where}: {error.strerror or error}. Everything finished "
+            "before is kept; fix the cause (free space, permissions) and rerun the same command to continue",
+        )
+
+
+def describe_differences(stored: dict, current: dict, prefix: str = "") -> str:
+    """The settings that differ, as dotted keys with both values when they are short:
+    ``model.precision (stored 'float32', now 'bfloat16')``."""
+    parts = []
+    for key in sorted(stored.keys() | current.keys()):
+        old, new = stored.get(key), current.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            parts.append(describe_differences(old, new, f"{prefix}{key}."))
+        elif len(repr(old)) + len(repr(new)) <= 120:
+            parts.append(f"{prefix}{key} (stored {old!r}, now {new!r})")
+        else:
+            parts.append(f"{prefix}{key}")
+    return ", ".join(parts)
+
+
+def _text(lines) -> str:
+    return "".join(line + "\n" for line in lines)

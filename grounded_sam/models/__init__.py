@@ -1,0 +1,28 @@
+"""Where models come from: presets, hub ids, local folders and Meta's checkpoint files -> loaded transformers models.
+
+``load_florence2(source, device)`` and ``load_sam2(source, device)`` return (model, processor) in eval mode.
+"""
+
+from grounded_sam.errors import ModelNotAvailableError
+from grounded_sam.models.hub import (
+    download_preset,
+    is_cached,
+    load_florence2,
+    load_sam2,
+    require_available,
+    source_identity,
+)
+from grounded_sam.models.presets import PRESETS, ModelPreset, resolve_preset
+
+__all__ = [
+    "ModelNotAvailableError",
+    "ModelPreset",
+    "PRESETS",
+    "download_preset",
+    "is_cached",
+    "load_florence2",
+    "load_sam2",
+    "require_available",
+    "resolve_preset",
+    "source_identity",
+]
