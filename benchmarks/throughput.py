@@ -31,7 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-PAIRS = {"fast": ("base", "tiny"), "default": ("large", "base_plus"), "accurate": ("large", "large")}
+PAIRS = {
+    "fast": ("base", "tiny"),
+    "default": ("large", "base_plus"),
+    "accurate": ("large", "large"),
+    "tiny": ("testing", "testing"),  # grounded_sam.testing's tiny models, built in seconds: smoke runs only
+}
 CLASSES = {"a person": "person", "a cat": "cat", "a cup": "cup", "a rocket": "rocket"}
 
 
@@ -74,6 +79,15 @@ def make_images(folder: Path, count: int) -> list[Path]:
 def models_for(pair: str, cache: Path) -> tuple[Path, Path]:
     sys.path.insert(0, str(Path(__file__).parent))
     from real_size import build_florence2, build_sam2
+
+    if pair == "tiny":
+        from grounded_sam.testing import build_tiny_florence2, build_tiny_sam2
+
+        def build_florence2(path, _):
+            return build_tiny_florence2(path)
+
+        def build_sam2(path, _):
+            return build_tiny_sam2(path)
 
     florence_size, sam_size = PAIRS[pair]
     florence, sam = cache / f"florence2-{florence_size}", cache / f"sam2-{sam_size}"
@@ -398,7 +412,7 @@ def main() -> None:
         "--pair",
         choices=PAIRS,
         default="fast",
-        help="fast: base + tiny, default: large + base-plus, accurate: large + large",
+        help="fast: base + tiny, default: large + base-plus, accurate: large + large, tiny: the tests' tiny models",
     )
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=40, help="new tokens decoded per sequence, both sides")

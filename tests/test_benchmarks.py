@@ -67,3 +67,28 @@ def test_decode_overhead_runs_eager_and_compiled(monkeypatch, capsys):
     decode_overhead.main()
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("eager:") and lines[2].startswith("compiled:") and "nan" not in lines[1]
+
+
+USUAL_LOG = """pair default ('large', 'base_plus'), 16 images 1024x768, 40 new tokens, batch 8, device cuda
+side      images/s  seconds  peak host MB  peak GPU MB
+usual        2.500      6.4          7000         9000
+"""
+COMPILED_LOG = """pair default ('large', 'base_plus'), 128 images 1024x768, 40 new tokens, batch 16, device cuda
+side      images/s  seconds  peak host MB  peak GPU MB
+engine      61.250      2.1          9000        31000
+engine FLOPs per image 2.404 TFLOP; bfloat16 matmul rate 780.00 TFLOP/s; FLOP floor 3 ms/image; reached 19 % of it
+"""
+
+
+def test_the_gpu_check_summary_reads_what_the_benchmarks_print(tmp_path):
+    """benchmarks/gpu/report.py parses the benchmarks' printed figures: if their format changes, this fails here
+    rather than on a lent GPU machine."""
+    report = _load("gpu/report")
+    for step, text in (("usual", USUAL_LOG), ("default-compiled", COMPILED_LOG)):
+        (tmp_path / f"{step}.log").write_text(text)
+        report.record(tmp_path, step, "ok", "0", "60.0", "150", str(tmp_path / f"{step}.log"), "python ...")
+    summary = report.summary(tmp_path)
+    assert "| usual loop, default pair, one image at a time | 2.500 images/s | |" in summary
+    assert "61.25 images/s = **24.5x** the usual loop | >= 20x |" in summary
+    rows = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and '"floor_percent": 19' in rows[1] and '"peak_gpu_mb": 31000.0' in rows[1]

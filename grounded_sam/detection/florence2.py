@@ -12,7 +12,12 @@ import supervision as sv
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from grounded_sam.detection.florence2_decoding import LocationLogProbs, StaticCacheKeeper, decoding_options
+from grounded_sam.detection.florence2_decoding import (
+    CACHE_ARGUMENT,
+    LocationLogProbs,
+    StaticCacheKeeper,
+    decoding_options,
+)
 from grounded_sam.detection.florence2_parsing import LOCATION_BINS, GroundedBox, bins_to_xyxy, parse_grounded_boxes
 from grounded_sam.detection.phrases import match_phrase, non_degenerate
 from grounded_sam.detections import CLASS_NAME, PROMPT
@@ -262,7 +267,7 @@ class Florence2Detector:
         """``generate_options``, with ``cache_implementation="static"`` turned into the kept static cache."""
         options = dict(self.generate_options)
         if options.pop("cache_implementation", None) == "static":
-            options["past_key_values"] = self.static_cache.for_batch(rows, encoder_length)
+            options[CACHE_ARGUMENT] = self.static_cache.for_batch(rows, encoder_length)
         return options
 
     def _location_log_probs(self) -> LocationLogProbs:

@@ -10,7 +10,12 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import transformers
+from packaging.version import Version
 from transformers import CompileConfig, EncoderDecoderCache, StaticCache
+
+# generate() takes a cache as `cache` from transformers 5.24 (`past_key_values` warns there and goes in 6.0).
+CACHE_ARGUMENT = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
 
 
 class LocationLogProbs:
