@@ -91,7 +91,7 @@ class LabelOptions:
             raise UserInputError(f"gpus_per_actor must be >= 0 or None, got {self.gpus_per_actor}")
         given = [name for name in ("ray_address", "actors", "gpus_per_actor") if getattr(self, name) is not None]
         if given and not self.ray:
-            raise UserInputError(f"{', '.join(given)} apply to runs on Ray only: add ray=True")
+            raise UserInputError(f"{', '.join(given)}: only for runs on Ray; add ray=True")
 
     @classmethod
     def from_keywords(cls, options: Mapping) -> LabelOptions:
