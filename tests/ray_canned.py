@@ -27,19 +27,21 @@ class CannedSpec:
             written and the rest of its task undone.
         marker: the file that says the kill happened.
         pid_folder: each worker writes an empty file named by its process id here when it builds its model.
+        claimed_settings: what ``settings()`` says, when not the built model's (a spec that lies).
     """
 
     seconds_per_batch: float = 0.0
     kill_at_batch: int = 0
     marker: str | None = None
     pid_folder: str | None = None
+    claimed_settings: dict | None = None
 
     @property
     def ontology(self) -> dict:
         return CannedModel().ontology.to_dict()
 
     def settings(self) -> dict:
-        return CannedModel().settings()
+        return self.claimed_settings or CannedModel().settings()
 
     def build(self) -> FaultyCannedModel:
         if self.pid_folder:

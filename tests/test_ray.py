@@ -136,6 +136,14 @@ def test_a_driver_killed_mid_run_then_the_same_command_gives_the_same_dataset(ra
     assert _leftovers(output) == []
 
 
+@pytest.mark.slow
+def test_an_error_in_a_worker_stops_the_run_as_itself(ray_address, six_scenes, tmp_path):
+    lying = CannedSpec(claimed_settings={"model": "what the driver was told"})
+    with pytest.raises(UserInputError, match=r"A Ray worker built its pipeline with other settings.*now 'canned'\)\);"):
+        _on_ray(lying, six_scenes, tmp_path / "out")
+    assert record_files(tmp_path / "out") == [] and not (tmp_path / "out" / "report.json").exists()
+
+
 _KILLED_MID_WRITE = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])

@@ -159,19 +159,29 @@ def _label(ray, job: LabelingJob, plan: ActorPlan, settings: dict) -> LabelRepor
     ]
     skipped: list[dict] = []
     with progress_bar(len(job.sources), "Labeling", initial=report.already_done, enabled=options.progress) as bar:
-        if rows:
-            dataset = _dataset(ray, rows, job, plan, settings)
-            try:
-                for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    for source, reason in zip(batch.column("source").to_pylist(), batch.column("reason").to_pylist()):
-                        if reason:
-                            skipped.append({"path": source, "reason": reason})
-                        else:
-                            report.labeled_this_run += 1
-                    bar.update(batch.num_rows)
-            except ray.exceptions.RayError as error:
-                raise _original(error) from None
+        for source, reason in _summaries(ray, _dataset(ray, rows, job, plan, settings)) if rows else ():
+            if reason:
+                skipped.append({"path": source, "reason": reason})
+            else:
+                report.labeled_this_run += 1
+            bar.update(1)
     return job.finish(report, skipped)
+
+
+def _summaries(ray, dataset):
+    """(source, reason) of each image as the actors finish them; the pipeline's own error if one fails."""
+    ray_data_log = logging.getLogger("ray.data")
+    level = ray_data_log.level
+    # Its lines are about what this module chose ("progress bars disabled") or errors raised here anyway; the
+    # driver's own bar says how the run goes.
+    ray_data_log.setLevel(logging.CRITICAL)
+    try:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            yield from zip(batch.column("source").to_pylist(), batch.column("reason").to_pylist())
+    except ray.exceptions.RayError as error:
+        raise _original(error) from None
+    finally:
+        ray_data_log.setLevel(level)
 
 
 def _dataset(ray, rows: list[dict], job: LabelingJob, plan: ActorPlan, settings: dict):
@@ -205,15 +215,27 @@ def _dataset(ray, rows: list[dict], job: LabelingJob, plan: ActorPlan, settings:
     return dataset
 
 
+class PipelineError(Exception):
+    """Carries one of grounded-sam's own errors (``GroundedSAMError``) from a worker to the driver untouched: Ray
+    Data appends its retry advice to the message of the exception it passes on, which would end up in the one-line
+    error of the command line."""
+
+    def __init__(self, error, *appended):
+        super().__init__(error, *appended)
+        self.error = error
+
+
 def _original(error: BaseException) -> BaseException:
-    """The pipeline's own exception inside Ray's wrappers (RayTaskError, ActorDiedError), else ``error``."""
-    seen = error
-    for _ in range(8):
-        cause = getattr(seen, "cause", None)
-        if not isinstance(cause, BaseException):
+    """The error a worker raised on purpose, from inside Ray's wrappers; else ``error`` as Ray gave it (a bug, or a
+    worker that could not start), traceback and all."""
+    cause = error
+    for _ in range(8):  # RayTaskError(PipelineError).cause -> PipelineError
+        if isinstance(cause, PipelineError):
+            return cause.error if isinstance(cause.error, BaseException) else error
+        cause = getattr(cause, "cause", None)
+        if cause is None:
             break
-        seen = cause
-    return seen if seen is not error and not type(seen).__module__.startswith("ray.") else error
+    return error
 
 
 class LabelActor:
@@ -241,7 +263,7 @@ class LabelActor:
             # Raised at the first call instead: of an exception raised while an actor starts, Ray keeps only the
             # text (ActorDiedError), while from a call it passes on the exception itself (a model missing on that
             # node, other settings), which the driver raises as a single-process run would.
-            self.failed = error
+            self.failed = PipelineError(error)
         self.images = ImageWriter(Path(output_root), options, token)
 
     def __call__(self, rows):
@@ -254,7 +276,10 @@ class LabelActor:
         summary = {"source": [], "reason": []}
         for sources, names in zip(rows.column("sources").to_pylist(), rows.column("names").to_pylist()):
             skipped: list[dict] = []
-            self._label_chunk([PurePosixPath(source) for source in sources], names, skipped)
+            try:
+                self._label_chunk([PurePosixPath(source) for source in sources], names, skipped)
+            except GroundedSAMError as error:  # a full disk, another run taking the folder over...
+                raise PipelineError(error) from error
             labeled = set(sources) - {item["path"] for item in skipped}
             summary["source"] += [source for source in sources if source in labeled]
             summary["reason"] += [""] * len(labeled)
