@@ -27,6 +27,7 @@ _WHERE = {
     "OutputFolderError": "grounded_sam.errors",
     "OutputWriteError": "grounded_sam.errors",
     "PRESETS": "grounded_sam.models",
+    "PipelineSpec": "grounded_sam.pipeline",
     "Sam2Segmenter": "grounded_sam.segmentation",
     "Segmenter": "grounded_sam.segmentation",
     "UserInputError": "grounded_sam.errors",
@@ -56,5 +57,5 @@ if TYPE_CHECKING:
     from grounded_sam.labeling import LabeledDataset, LabelOptions, LabelReport, label_folder
     from grounded_sam.models import PRESETS
     from grounded_sam.ontology import CaptionOntology
-    from grounded_sam.pipeline import GroundedSAM2
+    from grounded_sam.pipeline import GroundedSAM2, PipelineSpec
     from grounded_sam.segmentation import ImageState, Sam2Segmenter, Segmenter

@@ -1,7 +1,8 @@
-"""File-level pieces of a labeled dataset: safe writes and removals, records, the COCO assembler, a lock.
+"""File-level pieces of a labeled dataset: safe writes and removals, records, the COCO assembler, locks.
 
 Every file is written under a temporary name in its folder and renamed into place, so a reader (or a run that was
-killed) sees either the whole old file or the whole new one.
+killed) sees either the whole old file or the whole new one. Temporary names hold the process id and a random part:
+processes on two machines writing one shared folder can have the same process id.
 
 Nothing here follows a symbolic link below the output folder: folders are checked part by part with ``lstat``
 (:func:`real_directory`), temporary files are created with ``O_EXCL | O_NOFOLLOW``, a rename replaces a link rather
@@ -11,27 +12,31 @@ itself may be a link: it is resolved once, where the user named it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from grounded_sam.errors import OutputFolderError
 from grounded_sam.labeling.formats import coco_annotation, coco_categories
 
 TEMPORARY_SUFFIX = ".tmp"
-_TEMPORARY = re.compile(r"^\..+\.\d+" + re.escape(TEMPORARY_SUFFIX) + "$")
+_TEMPORARY = re.compile(r"^\..+\.\d+(-[0-9a-f]+)?" + re.escape(TEMPORARY_SUFFIX) + "$")  # pid-only: older runs
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 
 
 def temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+    """``.NAME.PID-RANDOM.tmp`` beside ``path``: unique across processes and machines."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
 
 
 def real_directory(root: Path, relative: str | PurePosixPath = ".", create: bool = True) -> Path:
@@ -69,7 +74,6 @@ def real_directory(root: Path, relative: str | PurePosixPath = ".", create: bool
 
 def _create_exclusive(path: Path):
     """A new file opened for binary writing; fails rather than follow a link or open an existing file."""
-    remove_file(path)  # a temporary left by an earlier run of the same process id
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | _BINARY, 0o644), "wb")
 
 
@@ -93,7 +97,6 @@ def place_image(source: Path, destination: Path, link: bool) -> None:
     if link and _same_file(source, destination):
         return  # linked by an earlier, interrupted run (and renaming a link onto itself would leave the temporary)
     temporary = temporary_path(destination)
-    remove_file(temporary)
     try:
         try:
             if not link:
@@ -246,3 +249,100 @@ class FolderLock:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+class WriterGate:
+    """Lets the images of a dataset be written by the run that owns it (its own thread, or its Ray workers on any
+    machine), and by no one else: not by a worker that outlived its run.
+
+    A run's driver, holding the :class:`FolderLock`, writes a new random token into ``owner`` (:meth:`take_over`)
+    and, before it cleans up what earlier runs left, waits with an exclusive ``flock`` on ``writers`` until no image
+    is being written (:meth:`quiet`). A writer holds a shared ``flock`` on ``writers`` while it writes one image, and
+    first checks that ``owner`` still holds its run's token. A worker of a run whose driver was killed (Ray ends
+    them about a second later) thus either finishes the image it is on before the next run looks at the folder, or
+    writes nothing more; it never writes into a folder that the next run is cleaning up. Where fcntl does not exist
+    (Windows) only the token is checked.
+
+    Args:
+        owner, writers: the token file and the lock file (in the dataset's state folder).
+        token: the run's token, as :meth:`take_over` wrote it.
+    """
+
+    def __init__(self, owner: Path, writers: Path, token: str):
+        self.owner, self.writers, self.token = owner, writers, token
+        self._shared = None  # opened on first use, in the process that writes (a gate is rebuilt in each worker)
+
+    @classmethod
+    def take_over(cls, owner: Path, writers: Path) -> WriterGate:
+        """Makes the calling run the owner: later writes by earlier runs' workers are refused."""
+        token = secrets.token_hex(8)
+        atomic_write_text(owner, token + "\n")
+        return cls(owner, writers, token)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held while one image's files and record are written.
+
+        Raises:
+            OutputFolderError: another run has taken the folder over (this writer's run is gone).
+        """
+        if self._shared is None:
+            self._shared = _open_lock_file(self.writers)
+        _flock(self._shared, "LOCK_SH")
+        try:
+            if self.owner.read_text(encoding="utf-8").strip() != self.token:
+                raise OutputFolderError(
+                    f"Another run took over {self.owner.parent.parent}; this worker's run has ended, so it stops"
+                )
+            yield
+        finally:
+            _flock(self._shared, "LOCK_UN")
+
+    @contextlib.contextmanager
+    def quiet(self, timeout: float = 120.0) -> Iterator[None]:
+        """Held while the dataset is cleaned up: no image is half-written meanwhile, by this run or an earlier one.
+
+        Raises:
+            OutputFolderError: images were still being written after ``timeout`` seconds.
+        """
+        file = _open_lock_file(self.writers)  # its own open file: flock conflicts with this process's shared lock
+        try:
+            deadline = time.monotonic() + timeout
+            while not _flock(file, "LOCK_EX", blocking=False):
+                if time.monotonic() > deadline:
+                    raise OutputFolderError(
+                        f"Workers of an earlier run are still writing to {self.owner.parent.parent} after "
+                        f"{timeout:.0f} s; stop them (`ray list actors`) and rerun the same command"
+                    )
+                time.sleep(0.05)
+            yield
+        finally:
+            file.close()
+
+    def give_up(self) -> None:
+        """Ends the run's ownership (its token file goes): writers that are left write nothing more."""
+        with contextlib.suppress(OSError):
+            if self.owner.read_text(encoding="utf-8").strip() == self.token:
+                remove_file(self.owner)
+
+    def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+
+
+def _open_lock_file(path: Path):
+    return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o644), "r+b")
+
+
+def _flock(file, operation: str, blocking: bool = True) -> bool:
+    """``fcntl.flock``; False when ``blocking`` is off and the lock is held elsewhere. Without fcntl: True."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(file, getattr(fcntl, operation) | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False

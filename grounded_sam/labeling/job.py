@@ -1,7 +1,8 @@
 """Auto-labeling a folder: find images, run the model batch by batch, write each image as soon as it is done.
 
 A rerun of the same call resumes: images with a record in the output folder are skipped. An image that cannot be
-read, or that the model fails on alone, is skipped and reported; the run goes on.
+read, or that the model fails on alone, is skipped and reported; the run goes on. With ``ray=True`` the same job is
+spread over Ray workers (``grounded_sam.integrations.ray``) and writes the same dataset.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def label_folder(
     """Labels every image of ``input_folder`` with ``model`` into a YOLO-seg + COCO dataset in ``output_folder``.
 
     ``model`` needs ``ontology`` (a CaptionOntology), ``settings()`` (what its outputs depend on) and
-    ``predict_arrays(list of (H, W, 3) uint8 RGB arrays) -> list[sv.Detections]``, as ``GroundedSAM2`` has.
+    ``predict_arrays(list of (H, W, 3) uint8 RGB arrays) -> list[sv.Detections]``, as ``GroundedSAM2`` has; or it
+    is a :class:`~grounded_sam.pipeline.spec.PipelineSpec` (built here, or on each Ray worker with ``ray=True``,
+    so that this process loads no model). With ``ray=True`` a ``GroundedSAM2`` sends its ``spec`` to the workers.
     ``output_folder`` defaults to ``<input_folder>_labeled`` as in autodistill. The options are a
     :class:`LabelOptions`, or its fields as keywords (README "Auto-label a folder"). Images are decoded on
     ``workers`` threads ahead of the model, their masks converted on ``workers`` threads behind it and the files
@@ -109,11 +112,37 @@ def label_folder(
         raise UserInputError(
             f"Give the options as options=LabelOptions(...) or as keywords, not both: {sorted(keywords)}"
         )
-    with LabelingJob(input_folder, output_folder, model.ontology, model.settings(), options) as job:
-        report = job.run(model)
+    if options.ray:
+        from grounded_sam.integrations.ray import label_on_ray
+
+        report = label_on_ray(pipeline_spec_of(model), input_folder, output_folder, options)
+    else:
+        if callable(getattr(model, "build", None)):  # a spec
+            model = model.build()
+        with LabelingJob(input_folder, output_folder, model.ontology, model.settings(), options) as job:
+            report = job.run(model)
     if options.verbose:
         print(report.summary())
     return report
+
+
+def pipeline_spec_of(model):
+    """What rebuilds ``model`` in another process: a spec as it is (anything with ``ontology``, ``settings()`` and
+    ``build()``, like :class:`~grounded_sam.pipeline.spec.PipelineSpec`), or a ``GroundedSAM2``'s ``spec``.
+
+    Raises:
+        UserInputError: the model cannot be rebuilt from a spec (a ``GroundedSAM2`` made of built parts).
+    """
+    if callable(getattr(model, "build", None)):
+        return model
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise UserInputError(
+            f"ray=True builds the pipeline again on every Ray worker from its spec, and this {type(model).__name__} "
+            "has none (it was made of built parts, detector=... or segmenter=...): build it from florence=... and "
+            "sam=... (or pass a grounded_sam.PipelineSpec to label_folder)"
+        )
+    return spec
 
 
 def default_output_folder(input_root: Path) -> Path:
@@ -194,7 +223,7 @@ class LabelingJob:
             str(self.writer.root),
             images_found=self.found,
             already_done=len(self.sources) - len(self.todo),
-            skipped=self.skipped,
+            skipped=list(self.skipped),
         )
 
     def run(self, model) -> LabelReport:
@@ -205,7 +234,10 @@ class LabelingJob:
                 "The model's settings differ from the ones this run was checked against: build the "
                 "model from the same options"
             )
+        if self.options.ray:
+            raise UserInputError("This job was opened for a run on Ray: label it with label_folder(..., ray=True)")
         writer, names, options, report = self.writer, self.names(), self.options, self.new_report()
+        skipped: list[dict] = []
 
         def convert(source, image, detections):  # on the engine's conversion threads, in any order
             return writer.convert(detections, image.shape)
@@ -217,13 +249,15 @@ class LabelingJob:
 
         with progress_bar(len(self.sources), "Labeling", initial=report.already_done, enabled=options.progress) as bar:
             Engine(model, options.batch_size, options.workers, max_pixels=options.max_pixels).run(
-                self.input_root, self.todo, write, report.skipped, on_batch=bar.update, prepare=convert
+                self.input_root, self.todo, write, skipped, on_batch=bar.update, prepare=convert
             )
-        return self.finish(report)
+        return self.finish(report, skipped)
 
-    def finish(self, report: LabelReport) -> LabelReport:
+    def finish(self, report: LabelReport, skipped: list[dict] = ()) -> LabelReport:
         """Assembles the dataset's COCO files and data.yaml from its records, fills the report's totals and writes
-        report.json."""
+        report.json. ``skipped``: the images skipped while labeling, in any order; the report lists them after
+        those the scan skipped, in path order (the same list whatever order workers finished in)."""
+        report.skipped += sorted(skipped, key=lambda item: PurePosixPath(item["path"]))
         counts = self.writer.finish()
         report.images_labeled, report.images_empty = counts["labeled"], counts["empty"]
         report.detections_per_class = {name: counts["per_class"].get(name, 0) for name in self.ontology.classes()}

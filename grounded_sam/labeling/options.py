@@ -46,6 +46,17 @@ class LabelOptions:
     workers: int = _option(
         4, "Threads decoding images ahead of the model (and as many converting masks behind it); 0: none."
     )
+    ray: bool = _option(
+        False,
+        "Label on a Ray cluster: RAY_ADDRESS or --ray-address, else a local Ray on this machine (the ray extra).",
+    )
+    ray_address: str | None = _option(None, "Address of the Ray cluster for --ray (default: RAY_ADDRESS, else local).")
+    actors: int | None = _option(
+        None, "Ray workers for --ray, each holding one pipeline [default: one per GPU, else one per CPU]."
+    )
+    gpus_per_actor: float | None = _option(
+        None, "GPUs each Ray worker takes (0.5: two per GPU) [default: 1 when Ray sees GPUs, else CPU workers]."
+    )
     progress: bool = _option(True, "Show a progress bar (only on a terminal).", cli=False)
     verbose: bool = _option(True, "Print the summary at the end.", cli=False)
 
@@ -71,6 +82,16 @@ class LabelOptions:
             raise UserInputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
             raise UserInputError(f"workers must be >= 0, got {self.workers}")
+        self._check_ray_options()
+
+    def _check_ray_options(self) -> None:
+        if self.actors is not None and self.actors < 1:
+            raise UserInputError(f"actors must be >= 1 or None, got {self.actors}")
+        if self.gpus_per_actor is not None and not self.gpus_per_actor >= 0:
+            raise UserInputError(f"gpus_per_actor must be >= 0 or None, got {self.gpus_per_actor}")
+        given = [name for name in ("ray_address", "actors", "gpus_per_actor") if getattr(self, name) is not None]
+        if given and not self.ray:
+            raise UserInputError(f"{', '.join(given)}: only for runs on Ray; add ray=True")
 
     @classmethod
     def from_keywords(cls, options: Mapping) -> LabelOptions:

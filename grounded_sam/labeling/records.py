@@ -3,6 +3,10 @@
 A record is ``.grounded-sam/records/NAME.json``: a header line (the image's source, name, split, size, whether it
 was kept, its COCO ids, its detection count, and the schema ``version``), then one line with its detections in the
 JSON form of :func:`grounded_sam.detections.detections_to_json` (plus COCO polygons when a dataset writes them).
+
+Schema versions: 1 gave the COCO ids as the image was written. 2 writes the record without ids and gives them at
+the end of the run (:func:`give_ids`, in source-path order), so that the ids do not depend on the order in which
+images were finished (several workers finish in any order). Version 1 records are read as they are: they have ids.
 """
 
 from __future__ import annotations
@@ -11,13 +15,17 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
+from grounded_sam.labeling.files import atomic_write_text
+
 STATE_DIR = ".grounded-sam"
 RECORDS_DIR = f"{STATE_DIR}/records"
 PENDING_DIR = f"{STATE_DIR}/pending"
 SETTINGS_FILE = f"{STATE_DIR}/settings.json"
+OWNER_FILE = f"{STATE_DIR}/owner"  # the token of the run that owns the folder now (files.WriterGate)
+WRITERS_FILE = f"{STATE_DIR}/writers"  # locked shared while an image is written, exclusive while cleaning up
 REVIEW_DIR = "review"  # the HTML review page (apps/review.py): it shows this dataset, so it goes with it
 REVIEW_MANIFEST = f"{STATE_DIR}/review.json"  # the review page's files, as apps/review.py wrote them
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 
 def record_path(root: Path, name: str) -> Path:
@@ -43,12 +51,13 @@ def make_header(
     width: int,
     height: int,
     kept: bool,
-    image_id: int,
-    annotation_id: int,
     count: int,
+    image_id: int | None = None,
+    annotation_id: int | None = None,
 ) -> dict:
-    """A record's header: ``annotation_id`` is the COCO id of its first detection (the others follow in order)."""
-    return {
+    """A record's header: ``annotation_id`` is the COCO id of its first detection (the others follow in order).
+    Without ids (an image just written) the two keys are left out; :func:`give_ids` adds them."""
+    header = {
         "version": RECORD_VERSION,
         "source": str(source),
         "name": name,
@@ -60,6 +69,9 @@ def make_header(
         "annotation_id": annotation_id,
         "count": count,
     }
+    if image_id is None:
+        del header["image_id"], header["annotation_id"]
+    return header
 
 
 def record_text(header: dict, entries_json: str) -> str:
@@ -86,9 +98,36 @@ def whole_record_header(path: Path) -> dict | None:
         with open(path, "rb") as file:
             header = json.loads(file.readline())
             file.seek(-2, os.SEEK_END)
-            return header if file.read() == b"]\n" and "image_id" in header else None
+            return header if file.read() == b"]\n" and "source" in header else None
     except (OSError, ValueError):
         return None
+
+
+def give_ids(root: Path) -> int:
+    """Gives COCO ids to the records of the dataset at ``root`` that have none, and returns how many it numbered.
+
+    They are numbered in source-path order (the order ``find_images`` lists and a single process labels them in),
+    after the largest ids already given, each record rewritten whole in its turn. So the ids are the same whatever
+    order the images were finished in; ids once given never change (images added later get the next ones); and a
+    pass stopped partway has numbered the first records of that order, so the next pass gives the rest the same ids
+    the whole pass would have.
+    """
+    next_image, next_annotation, unnumbered = 1, 1, []
+    for path in record_files(root):
+        header = read_header(path)
+        if "image_id" in header:
+            next_image = max(next_image, header["image_id"] + 1)
+            next_annotation = max(next_annotation, header["annotation_id"] + header["count"])
+        else:
+            unnumbered.append((PurePosixPath(header["source"]), path))
+    for _, path in sorted(unnumbered):
+        with open(path, encoding="utf-8") as file:
+            header, entries = json.loads(file.readline()), file.readline()
+        fields = {key: header[key] for key in ("source", "name", "split", "width", "height", "kept", "count")}
+        numbered = make_header(**fields, image_id=next_image, annotation_id=next_annotation)
+        atomic_write_text(path, json.dumps(numbered, ensure_ascii=False) + "\n" + entries)
+        next_image, next_annotation = next_image + 1, next_annotation + header["count"]
+    return len(unnumbered)
 
 
 def listed_files(manifest: Path) -> list[str]:

@@ -19,8 +19,14 @@ every file grounded-sam removes (an interrupted image's, or the whole dataset's 
 these records and entries, never from a folder listing, and no symbolic link below the output folder is followed
 (see ``files``; the record format is in ``records``). The files that span all images (COCO, data.yaml) are
 assembled from the records at the end, streaming, so memory does not grow with the number of images. Image and
-annotation ids are given when an image is written and kept in its record, so adding images later never renumbers
-earlier ones.
+annotation ids are given at the end of each run to the records that have none, in source-path order, and kept in
+the records (``records.give_ids``): the same ids whatever order images were finished in (Ray workers finish in any
+order), and adding images later never renumbers earlier ones.
+
+One image's files are written by :class:`ImageWriter`, which depends only on its arguments, so any process may run
+it: the run's background thread, or Ray workers on other machines writing into a shared folder
+(``grounded_sam.integrations.ray``). Only the run that holds the folder's lock may write, and a worker that outlived
+its run writes nothing more once the next run has started (``files.WriterGate``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from grounded_sam.errors import OutputFolderError, OutputWriteError
 from grounded_sam.labeling.files import (
     CocoAssembler,
     FolderLock,
+    WriterGate,
     atomic_write_text,
     place_image,
     real_directory,
@@ -52,12 +59,15 @@ from grounded_sam.labeling.folders import SPLIT_NAMES
 from grounded_sam.labeling.formats import data_yaml, detections_to_record, yolo_lines
 from grounded_sam.labeling.options import LabelOptions
 from grounded_sam.labeling.records import (
+    OWNER_FILE,
     PENDING_DIR,
     RECORDS_DIR,
     REVIEW_DIR,
     REVIEW_MANIFEST,
     SETTINGS_FILE,
     STATE_DIR,
+    WRITERS_FILE,
+    give_ids,
     image_files,
     listed_files,
     make_header,
@@ -88,12 +98,84 @@ def check_output_folder(root: Path) -> None:
 
 @dataclass(frozen=True)
 class ConvertedLabels:
-    """One image's labels as :meth:`DatasetWriter.convert` makes them, ready to write."""
+    """One image's labels as :func:`convert_labels` makes them, ready to write."""
 
     count: int  # detections
     yolo: str | None  # the YOLO label file's text; None when YOLO is not written
     confidences: str | None  # the confidences file's text (record_confidence), else None
     entries_json: str  # the record's entries (formats.detections_to_record) as JSON
+
+
+def convert_labels(options: LabelOptions, detections: sv.Detections, image_shape) -> ConvertedLabels:
+    """The label text and record entries of one image: pure (no I/O, no state), so any thread may run it.
+
+    Args:
+        options: the dataset's options (formats, polygons, confidences).
+        detections: its detections; class_id indexes the dataset's classes.
+        image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
+    """
+    yolo, confidences = None, None
+    if "yolo" in options.formats:
+        lines, sources = yolo_lines(detections, image_shape, options.yolo_boxes_only, options.polygon_approximation)
+        yolo = _text(lines)
+        if options.record_confidence:
+            confidence = detections.confidence if detections.confidence is not None else np.ones(len(detections))
+            confidences = _text(f"{confidence[index]:.4f}" for index in sources)
+    entries = detections_to_record(detections, options.coco_segmentation, options.polygon_approximation)
+    return ConvertedLabels(len(detections), yolo, confidences, json.dumps(entries))
+
+
+class ImageWriter:
+    """Writes one finished image at a time into a dataset: its copy, label files and record (last), with a pending
+    entry naming it until the record is there. Depends only on its arguments, so any process may make one: the
+    run's background thread, or a Ray worker on a machine that sees the same folder.
+
+    Args:
+        root: the dataset's folder (absolute), opened by the run's :class:`DatasetWriter`.
+        options: the dataset's options.
+        token: the run's owner token (``DatasetWriter.token``); writes stop once another run owns the folder.
+    """
+
+    def __init__(self, root: Path, options: LabelOptions, token: str):
+        self.root, self.options = Path(root), options
+        self.gate = WriterGate(self.root / OWNER_FILE, self.root / WRITERS_FILE, token)
+
+    def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape, labels: ConvertedLabels):
+        """Writes one image (images are independent: any order, any process). Returns its record's header.
+
+        Args:
+            source: path relative to the input folder (recorded, and the key for resuming).
+            file: the source file to copy or link.
+            name: its file name in the dataset (see ``folders.output_names``).
+            split: "train", "valid" or "test".
+            image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
+            labels: what :func:`convert_labels` made of its detections.
+        """
+        height, width = image_shape[:2]
+        kept = labels.count > 0 or self.options.keep_empty
+        header = make_header(source, name, split, width, height, kept, labels.count)
+        with self.gate.writing():
+            pending = self.root / PENDING_DIR / f"{name}.json"  # the image's files are listed before any is written
+            _io(self.root, atomic_write_text, pending, "{}")
+            if kept:
+                destination = self.root / split / "images" / name
+                _io(self.root, place_image, file, destination, self.options.link, target=destination)
+                stem = PurePosixPath(name).stem
+                if labels.yolo is not None:
+                    _io(self.root, atomic_write_text, self.root / split / "labels" / f"{stem}.txt", labels.yolo)
+                if labels.confidences is not None:
+                    confidences = self.root / split / "confidences" / f"{stem}.txt"
+                    _io(self.root, atomic_write_text, confidences, labels.confidences)
+            _io(self.root, atomic_write_text, record_path(self.root, name), record_text(header, labels.entries_json))
+            _io(self.root, remove_file, pending)
+        return header
+
+    def finished(self, name: str) -> dict | None:
+        """The header of the image's record if it is whole (the image was written before), else None."""
+        return whole_record_header(record_path(self.root, name))
+
+    def close(self) -> None:
+        self.gate.close()
 
 
 class DatasetWriter:
@@ -135,17 +217,28 @@ class DatasetWriter:
         replace = self._compare_settings(settings, overwrite)
         for folder in self._folders():  # refused before anything is removed or written
             real_directory(self.root, folder, create=False)
-        self._io(remove_partial_files, [self.root, *(self.root / folder for folder in self._folders())])
-        self._io(real_directory, self.root, PENDING_DIR)
-        self._io(self._finish_interrupted_images)
-        if replace:
-            self._io(self._remove_dataset)
+        self.gate = self._io(WriterGate.take_over, self.root / OWNER_FILE, self.root / WRITERS_FILE)
+        with self.gate.quiet():  # workers of a run killed a moment ago may still be finishing an image
+            self._io(self._clean_up)
+            if replace:
+                self._io(self._remove_dataset)
         self._io(atomic_write_text, self.root / SETTINGS_FILE, json.dumps(settings, indent=2, sort_keys=True))
         for folder in self._folders(created_only=True):
             self._io(real_directory, self.root, folder)
+        self.images = ImageWriter(self.root, self.options, self.gate.token)
         self.done: dict[PurePosixPath, str] = {}
-        self._next_image_id, self._next_annotation_id = 1, 1
         self._scan_records()
+
+    @property
+    def token(self) -> str:
+        """This run's owner token, for the :class:`ImageWriter` of a worker process."""
+        return self.gate.token
+
+    def _clean_up(self) -> None:
+        """Removes what killed writers left: temporary files, and the files of images they never recorded."""
+        remove_partial_files([self.root, *(self.root / folder for folder in self._folders())])
+        real_directory(self.root, PENDING_DIR)
+        self._finish_interrupted_images()
 
     def _folders(self, created_only: bool = False) -> list[str]:
         """The folders this dataset writes into, relative to its root (``created_only``: those its options use)."""
@@ -203,69 +296,30 @@ class DatasetWriter:
             remove_empty_directory(self.root, split)
 
     def _scan_records(self) -> None:
-        """Finds the images earlier runs finished and the next free ids; removes records a power cut left broken,
-        so their images are labeled again."""
+        """Finds the images earlier runs finished; removes records a power cut left broken, so their images are
+        labeled again."""
         for path in record_files(self.root):
             header = whole_record_header(path)
             if header is None:
                 self._io(path.unlink)
                 continue
             self.done[PurePosixPath(header["source"])] = header["name"]
-            self._next_image_id = max(self._next_image_id, header["image_id"] + 1)
-            self._next_annotation_id = max(self._next_annotation_id, header["annotation_id"] + header["count"])
 
     def convert(self, detections: sv.Detections, image_shape) -> ConvertedLabels:
-        """The label text and record entries of one image: pure (no I/O, no state), so any thread may run it.
-
-        Args:
-            detections: its detections; class_id indexes ``classes``.
-            image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
-        """
-        options, yolo, confidences = self.options, None, None
-        if "yolo" in options.formats:
-            lines, sources = yolo_lines(detections, image_shape, options.yolo_boxes_only, options.polygon_approximation)
-            yolo = _text(lines)
-            if options.record_confidence:
-                confidence = detections.confidence if detections.confidence is not None else np.ones(len(detections))
-                confidences = _text(f"{confidence[index]:.4f}" for index in sources)
-        entries = detections_to_record(detections, options.coco_segmentation, options.polygon_approximation)
-        return ConvertedLabels(len(detections), yolo, confidences, json.dumps(entries))
+        """:func:`convert_labels` with this dataset's options."""
+        return convert_labels(self.options, detections, image_shape)
 
     def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape, labels: ConvertedLabels):
-        """Writes one finished image: its copy, label files and record (last). Images are written one at a time,
-        in order (ids are handed out here).
-
-        Args:
-            source: path relative to the input folder (recorded, and the key for resuming).
-            file: the source file to copy or link.
-            name: its file name in the dataset (see ``folders.output_names``).
-            split: "train", "valid" or "test".
-            image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
-            labels: what :meth:`convert` made of its detections.
-        """
-        height, width = image_shape[:2]
-        kept = labels.count > 0 or self.options.keep_empty
-        pending = self._pending / f"{name}.json"  # the image's files are listed before any is written
-        self._io(atomic_write_text, pending, "{}")
-        if kept:
-            destination = self.root / split / "images" / name
-            self._io(place_image, file, destination, self.options.link, target=destination)
-            stem = PurePosixPath(name).stem
-            if labels.yolo is not None:
-                self._io(atomic_write_text, self.root / split / "labels" / f"{stem}.txt", labels.yolo)
-            if labels.confidences is not None:
-                self._io(atomic_write_text, self.root / split / "confidences" / f"{stem}.txt", labels.confidences)
-        header = make_header(
-            source, name, split, width, height, kept, self._next_image_id, self._next_annotation_id, labels.count
-        )
-        self._io(atomic_write_text, record_path(self.root, name), record_text(header, labels.entries_json))
-        self._io(remove_file, pending)
-        self._next_image_id += 1
-        self._next_annotation_id += labels.count
+        """Writes one finished image (see :meth:`ImageWriter.write`)."""
+        self.images.write(source, file, name, split, image_shape, labels)
 
     def finish(self) -> dict:
-        """Assembles the COCO files and data.yaml from the records in one streaming pass and returns counts over the
+        """Cleans up after writers killed during the run (a Ray worker), gives ids to the records that have none,
+        assembles the COCO files and data.yaml from the records in one streaming pass, and returns counts over the
         whole dataset."""
+        with self.gate.quiet():
+            self._io(self._clean_up)
+            self._io(give_ids, self.root)
         return self._io(self._assemble)
 
     def _assemble(self) -> dict:
@@ -302,6 +356,8 @@ class DatasetWriter:
         self._io(atomic_write_text, self.root / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
 
     def close(self) -> None:
+        self.images.close()
+        self.gate.give_up()
         self._lock.release()
 
     def _records_with_entries(self) -> Iterator[tuple[dict, list[dict]]]:
@@ -309,18 +365,27 @@ class DatasetWriter:
             yield read_record(path)
 
     def _io(self, function, *args, target: Path | None = None, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except OSError as error:
-            where = target or error.filename or (args[0] if args and isinstance(args[0], Path) else self.root)
-            raise self._write_error(error, where) from error
+        return _io(self.root, function, *args, target=target, **kwargs)
 
     def _write_error(self, error: OSError, where) -> OutputWriteError:
-        return OutputWriteError(
-            error.errno,
-            f"Cannot write the dataset at {where}: {error.strerror or error}. Everything finished "
-            "before is kept; fix the cause (free space, permissions) and rerun the same command to continue",
-        )
+        return write_error(error, where)
+
+
+def _io(root: Path, function, *args, target: Path | None = None, **kwargs):
+    """``function(*args, **kwargs)``, with an OSError turned into the OutputWriteError naming the file."""
+    try:
+        return function(*args, **kwargs)
+    except OSError as error:
+        where = target or error.filename or (args[0] if args and isinstance(args[0], Path) else root)
+        raise write_error(error, where) from error
+
+
+def write_error(error: OSError, where) -> OutputWriteError:
+    return OutputWriteError(
+        error.errno,
+        f"Cannot write the dataset at {where}: {error.strerror or error}. Everything finished "
+        "before is kept; fix the cause (free space, permissions) and rerun the same command to continue",
+    )
 
 
 def describe_differences(stored: dict, current: dict, prefix: str = "") -> str:

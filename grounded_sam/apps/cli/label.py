@@ -6,6 +6,7 @@ tests/test_cli.py checks that every option has its flag).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
@@ -63,6 +64,10 @@ def label(
     max_pixels: Annotated[int, _option("max_pixels", min=0)] = _DEFAULTS.max_pixels,
     batch_size: Annotated[int, _option("batch_size", min=1)] = _DEFAULTS.batch_size,
     workers: Annotated[int, _option("workers", min=0)] = _DEFAULTS.workers,
+    ray: Annotated[bool, _option("ray")] = _DEFAULTS.ray,
+    ray_address: Annotated[str | None, _option("ray_address")] = _DEFAULTS.ray_address,
+    actors: Annotated[int | None, _option("actors", min=1)] = _DEFAULTS.actors,
+    gpus_per_actor: Annotated[float | None, _option("gpus_per_actor", min=0.0)] = _DEFAULTS.gpus_per_actor,
     review: Annotated[bool, typer.Option(help="Also write the HTML review page (review/index.html).")] = False,
     florence: Florence = None,
     sam: Sam = None,
@@ -77,8 +82,6 @@ def label(
 
     Example: grounded-sam label photos/ --ontology ontologies/pets.yaml -o pets_dataset --review
     """
-    from grounded_sam.labeling.job import LabelingJob
-
     # Everything that can be checked is checked before the models load, which takes a while: the options, the images
     # found, the output folder (checked and locked) and the settings of a dataset already there.
     if not folder.is_dir():
@@ -99,20 +102,15 @@ def label(
         max_pixels=max_pixels or None,
         batch_size=batch_size,
         workers=workers,
+        ray=ray,
+        ray_address=ray_address,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
         verbose=False,
     )
     chosen = ontology_from(prompt, ontology)
     spec = pipeline_spec(chosen, florence, sam, preset, device, dtype, min_confidence, nms, compile)
-    with LabelingJob(folder, output, chosen, spec.settings(), options) as job:
-        try:
-            report = job.run(spec.build())
-        except KeyboardInterrupt:
-            console().print(
-                f"Interrupted. Every image finished so far is kept in {job.output_folder}; run the same "
-                "command again to continue.",
-                markup=False,
-            )
-            raise typer.Exit(130) from None
+    report = _label_on_ray(spec, folder, output, options) if ray else _label_here(spec, chosen, folder, output, options)
     _print_summary(report)
     if review:
         from grounded_sam.apps.cli.review import write_review_page
@@ -120,6 +118,36 @@ def label(
         write_review_page(Path(report.output_folder))
     if report.images_labeled == 0:
         raise typer.Exit(1)
+
+
+def _label_here(spec, ontology, folder: Path, output: Path | None, options: LabelOptions):
+    from grounded_sam.labeling.job import LabelingJob
+
+    with LabelingJob(folder, output, ontology, spec.settings(), options) as job:
+        with _interruptible(job.output_folder):
+            return job.run(spec.build())
+
+
+def _label_on_ray(spec, folder: Path, output: Path | None, options: LabelOptions):
+    # The job is opened once Ray is connected, with the settings the workers' pipelines will have; the models load
+    # only on the workers.
+    from grounded_sam.integrations.ray import label_on_ray
+    from grounded_sam.labeling.job import default_output_folder
+
+    with _interruptible(output or default_output_folder(folder)):
+        return label_on_ray(spec, folder, output, options)
+
+
+@contextlib.contextmanager
+def _interruptible(output: Path):
+    try:
+        yield
+    except KeyboardInterrupt:
+        console().print(
+            f"Interrupted. Every image finished so far is kept in {output}; run the same command again to continue.",
+            markup=False,
+        )
+        raise typer.Exit(130) from None
 
 
 def _fractions(text: str) -> tuple[float, ...]:
