@@ -16,6 +16,7 @@ import numpy as np
 import supervision as sv
 import torch
 
+from grounded_sam.detection.base import shown_prompt
 from grounded_sam.detection.phrases import non_degenerate
 from grounded_sam.detections import CLASS_NAME, PROMPT
 from grounded_sam.device import autocast, chunks, images_per_pass, precision_name
@@ -55,7 +56,8 @@ def clean_prompt(prompt: str) -> str:
     text = " ".join(prompt.lower().split())
     if any(mark in text for mark in _DELIMITERS):
         raise UserInputError(
-            f"Prompt {prompt!r} contains '.' or '?': Grounding DINO splits phrases there; remove them from the prompt"
+            f"Prompt {shown_prompt(prompt)} contains '.' or '?': Grounding DINO splits phrases there; remove them "
+            "from the prompt"
         )
     return text
 
@@ -74,7 +76,7 @@ def build_captions(tokenizer, prompts: Sequence[str], max_tokens: int = MAX_TEXT
         pieces = tokenizer(clean_prompt(prompt), add_special_tokens=False)["input_ids"]
         if len(pieces) + 3 > max_tokens:  # [CLS] prompt . [SEP]
             raise UserInputError(
-                f"Prompt {prompt[:60]!r} is {len(pieces)} tokens long; Grounding DINO reads at most "
+                f"Prompt {shown_prompt(prompt)} is {len(pieces)} tokens long; Grounding DINO reads at most "
                 f"{max_tokens - 3} per prompt: shorten it"
             )
         if len(ids) + len(pieces) + 2 > max_tokens:
@@ -85,6 +87,12 @@ def build_captions(tokenizer, prompts: Sequence[str], max_tokens: int = MAX_TEXT
         group.append(prompt)
     captions.append(Caption(tuple(group), (*ids, sep_id), tuple(spans)))
     return captions
+
+
+def check_prompts(tokenizer, config, prompts: Sequence[str]) -> list[Caption]:
+    """The captions of ``prompts`` for a model of ``config`` (a ``GroundingDinoConfig``); refuses (``UserInputError``)
+    prompts with "." or "?" or too long for a caption."""
+    return build_captions(tokenizer, prompts, min(MAX_TEXT_TOKENS, config.max_text_len))
 
 
 def prompt_scores(probs: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -158,8 +166,7 @@ class GroundingDinoDetector:
     ):
         self.model, self.processor, self.ontology = model, processor, ontology
         self.box_threshold, self.text_threshold, self.autocast_dtype = box_threshold, text_threshold, autocast_dtype
-        max_tokens = min(MAX_TEXT_TOKENS, model.config.max_text_len)
-        self.captions = build_captions(processor.tokenizer, ontology.prompts(), max_tokens)
+        self.captions = check_prompts(processor.tokenizer, model.config, ontology.prompts())
 
     @property
     def device(self) -> torch.device:

@@ -16,10 +16,10 @@ import supervision as sv
 import torch
 from torchvision.ops import batched_nms
 
+from grounded_sam.detection.base import check_prompt_lengths
 from grounded_sam.detection.phrases import non_degenerate
 from grounded_sam.detections import CLASS_NAME, PROMPT
 from grounded_sam.device import autocast, chunks, images_per_pass, precision_name
-from grounded_sam.errors import UserInputError
 from grounded_sam.models.hub import source_identity
 from grounded_sam.ontology import CaptionOntology
 
@@ -36,6 +36,17 @@ def owlv2_settings(source, box_threshold: float, nms_threshold: float, autocast_
         "nms_threshold": nms_threshold,
         "precision": precision_name(autocast_dtype),
     }
+
+
+def text_limit(config) -> int:
+    """How many tokens (start and end included) the text tower of an ``Owlv2Config`` reads: 16 when released."""
+    return config.text_config.max_position_embeddings
+
+
+def check_prompts(tokenizer, config, prompts: Sequence[str]) -> None:
+    """Refuses (``UserInputError``) prompts longer than the text tower reads; the processor does not cut them, and
+    the model would fail on the whole batch."""
+    check_prompt_lengths(tokenizer, prompts, text_limit(config), "OWLv2")
 
 
 def square_boxes_to_pixels(boxes_cxcywh: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -56,8 +67,7 @@ class Owlv2Detector:
         nms_threshold: IoU above which the lower-scoring of two boxes of one class is dropped (1.0: no NMS).
         autocast_dtype: run under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16`` on CUDA), or None.
 
-    A prompt longer than the text tower reads (16 tokens with start and end for the released checkpoints; the
-    processor does not truncate and the model fails on the whole batch) is refused here, once.
+    A prompt longer than the text tower reads (see :func:`check_prompts`) is refused here, once.
     """
 
     def __init__(
@@ -71,14 +81,8 @@ class Owlv2Detector:
     ):
         self.model, self.processor, self.ontology = model, processor, ontology
         self.box_threshold, self.nms_threshold, self.autocast_dtype = box_threshold, nms_threshold, autocast_dtype
-        self.max_text_tokens = model.config.text_config.max_position_embeddings
-        for prompt in ontology.prompts():
-            size = len(processor.tokenizer(prompt, verbose=False)["input_ids"])
-            if size > self.max_text_tokens:
-                raise UserInputError(
-                    f"Prompt {prompt[:60]!r} is {size} tokens long with its start and end tokens; OWLv2 reads at most "
-                    f"{self.max_text_tokens}: shorten it"
-                )
+        self.max_text_tokens = text_limit(model.config)
+        check_prompts(processor.tokenizer, model.config, ontology.prompts())
         self._prompt_class = np.array([ontology.class_id(ontology.promptToClass(p)) for p in ontology.prompts()])
         self._queries: torch.Tensor | None = None
 

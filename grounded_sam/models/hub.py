@@ -67,6 +67,15 @@ def load_sam3(source: str | os.PathLike, device: torch.device, argument: str = "
     return _load_model(Sam3Model, source, device, "SAM 3", argument, ("sam3", "sam3_video"))
 
 
+def load_tokenizer_and_config(source: str | os.PathLike, what: str, argument: str):
+    """A model's tokenizer and config, without its weights: for checks before the weights load."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    require_available([(source, what, argument)])
+    tokenizer = _from_pretrained(AutoTokenizer, source, f"{what} tokenizer", argument)
+    return tokenizer, _from_pretrained(AutoConfig, source, what, argument)
+
+
 def _load_model(cls, source, device: torch.device, what: str, argument: str, model_types: tuple[str, ...]):
     """(model in eval mode on ``device``, processor): available, of the right kind, then loaded, in that order."""
     from transformers import AutoProcessor
@@ -154,8 +163,8 @@ GATED = ("facebook/sam3",)
 def gated_access(repo_id: str) -> str:
     """How to get access to a gated hub repo, as a sentence for error messages."""
     return (
-        f" {repo_id} is gated: accept its license on https://huggingface.co/{repo_id} (logged in), then log in here "
-        f"with `hf auth login` (or set HF_TOKEN) and run `hf download {repo_id}`."
+        f" {repo_id} is gated: accept its license on https://huggingface.co/{repo_id} (signed in to the hub), then "
+        f"log in on this machine with `hf auth login` (or set HF_TOKEN) and run `hf download {repo_id}`."
     )
 
 

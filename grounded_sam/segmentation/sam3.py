@@ -17,6 +17,7 @@ import numpy as np
 import supervision as sv
 import torch
 
+from grounded_sam.detection.base import check_prompt_lengths
 from grounded_sam.detections import CLASS_NAME, MASK_SCORE, PROMPT
 from grounded_sam.device import autocast, chunks, images_per_pass, precision_name
 from grounded_sam.errors import UserInputError
@@ -49,6 +50,18 @@ def sam3_settings(source, box_threshold: float, autocast_dtype) -> dict:
     }
 
 
+def text_limit(config) -> int:
+    """How many tokens (start and end included) SAM 3's text tower reads (32), from a ``Sam3Config`` or the
+    ``Sam3VideoConfig`` facebook/sam3 is saved with."""
+    return (getattr(config, "detector_config", None) or config).text_config.max_position_embeddings
+
+
+def check_prompts(tokenizer, config, prompts: Sequence[str]) -> None:
+    """Refuses (``UserInputError``) prompts longer than the text tower reads; the processor would cut them
+    silently."""
+    check_prompt_lengths(tokenizer, prompts, text_limit(config), "SAM 3")
+
+
 class Sam3Backend:
     """Finds and segments the ontology's prompts with a built SAM 3: a :class:`~grounded_sam.Detector` whose
     detections carry masks, so ``GroundedSAM2(backend="sam3")`` needs no SAM 2.
@@ -62,8 +75,7 @@ class Sam3Backend:
             its image's features: about 110 MB in float32 at SAM 3's 1008 px).
         autocast_dtype: run under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16`` on CUDA), or None.
 
-    A prompt longer than the text tower reads (32 tokens with start and end; the processor would cut it silently)
-    is refused here, once.
+    A prompt longer than the text tower reads (see :func:`check_prompts`) is refused here, once.
     """
 
     def __init__(
@@ -79,14 +91,8 @@ class Sam3Backend:
             raise UserInputError(f"rows_per_pass must be >= 1, got {rows_per_pass}")
         self.model, self.processor, self.ontology = model, processor, ontology
         self.box_threshold, self.rows_per_pass, self.autocast_dtype = box_threshold, rows_per_pass, autocast_dtype
-        self.max_text_tokens = model.config.text_config.max_position_embeddings
-        for prompt in ontology.prompts():
-            size = len(processor.tokenizer(prompt, verbose=False)["input_ids"])
-            if size > self.max_text_tokens:
-                raise UserInputError(
-                    f"Prompt {prompt[:60]!r} is {size} tokens long with its start and end tokens; SAM 3 reads at "
-                    f"most {self.max_text_tokens}: shorten it"
-                )
+        self.max_text_tokens = text_limit(model.config)
+        check_prompts(processor.tokenizer, model.config, ontology.prompts())
         self._text = None
 
     @property
