@@ -1,4 +1,4 @@
-"""Detection: text prompts -> boxes. The :class:`Detector` protocol and Florence-2, Grounding DINO and OWLv2 behind it."""
+"""Detection: text prompts -> boxes. The :class:`Detector` protocol; Florence-2, Grounding DINO and OWLv2 behind it."""
 
 from grounded_sam.detection.base import Detector, part_settings
 from grounded_sam.detection.florence2 import OPEN_VOCABULARY, PHRASE_GROUNDING, TASKS, Florence2Detector
