@@ -67,3 +67,11 @@ def test_decode_overhead_runs_eager_and_compiled(monkeypatch, capsys):
     decode_overhead.main()
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("eager:") and lines[2].startswith("compiled:") and "nan" not in lines[1]
+
+
+@pytest.mark.parametrize("kind", ["florence2-base", "grounding-dino-tiny", "owlv2-base", "sam3"])
+def test_detector_speed_benchmark_runs_each_detector(kind, tmp_path):
+    detectors = _load("detectors")
+    result = detectors.measure(kind, tiny=True, repeats=1, tokens=8, workdir=tmp_path)
+    assert result["detector"] == kind and result["s_per_image"] > 0 and result["params_M"] > 0
+    assert result["stages_s"] and all(seconds >= 0 for seconds in result["stages_s"].values())
