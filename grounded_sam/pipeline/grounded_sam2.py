@@ -51,8 +51,9 @@ class GroundedSAM2:
         max_new_tokens: Florence-2 generation budget per sequence.
         num_beams: 1 for greedy decoding, more for beam search.
         sam_size: size of a Meta checkpoint file (tiny, small, base_plus, large); inferred from the file when None.
-        compile: ``torch.compile`` the parts (both image encoders, and Florence-2's greedy decoding with a static KV
-            cache): worth it for long labeling runs on a GPU; the first batch of each size pays the compilation.
+        compile: ``torch.compile`` the parts that have a ``compile()`` (both image encoders, and Florence-2's greedy
+            decoding with a static KV cache; the other detectors run eager): worth it for long labeling runs on a GPU;
+            the first batch of each size pays the compilation.
         detector: which detector to load: ``"florence2"`` (the default), ``"grounding-dino"`` or ``"owlv2"``; or a
             built detector to use as is: any object with ``detect(images) -> list[sv.Detections]``
             (:class:`~grounded_sam.Detector`), for which nothing is loaded and the detector options are not used.
