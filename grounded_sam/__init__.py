@@ -17,6 +17,7 @@ _WHERE = {
     "Detector": "grounded_sam.detection",
     "Florence2Detector": "grounded_sam.detection",
     "GroundedSAM2": "grounded_sam.pipeline",
+    "GroundingDinoDetector": "grounded_sam.detection",
     "GroundedSAMError": "grounded_sam.errors",
     "ImageState": "grounded_sam.segmentation",
     "InvalidImageError": "grounded_sam.errors",
@@ -25,10 +26,12 @@ _WHERE = {
     "LabeledDataset": "grounded_sam.labeling",
     "ModelNotAvailableError": "grounded_sam.errors",
     "OutputFolderError": "grounded_sam.errors",
+    "Owlv2Detector": "grounded_sam.detection",
     "OutputWriteError": "grounded_sam.errors",
     "PRESETS": "grounded_sam.models",
     "PipelineSpec": "grounded_sam.pipeline",
     "Sam2Segmenter": "grounded_sam.segmentation",
+    "Sam3Backend": "grounded_sam.segmentation",
     "Segmenter": "grounded_sam.segmentation",
     "UserInputError": "grounded_sam.errors",
     "annotate": "grounded_sam.annotate",
@@ -44,7 +47,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 if TYPE_CHECKING:
     from grounded_sam.annotate import annotate, plot
     from grounded_sam.apps.review import write_review
-    from grounded_sam.detection import Detector, Florence2Detector
+    from grounded_sam.detection import Detector, Florence2Detector, GroundingDinoDetector, Owlv2Detector
     from grounded_sam.errors import (
         GroundedSAMError,
         InvalidImageError,
@@ -58,4 +61,4 @@ if TYPE_CHECKING:
     from grounded_sam.models import PRESETS
     from grounded_sam.ontology import CaptionOntology
     from grounded_sam.pipeline import GroundedSAM2, PipelineSpec
-    from grounded_sam.segmentation import ImageState, Sam2Segmenter, Segmenter
+    from grounded_sam.segmentation import ImageState, Sam2Segmenter, Sam3Backend, Segmenter

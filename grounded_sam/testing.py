@@ -1,4 +1,5 @@
-"""Tiny Florence-2 and SAM 2 models with random weights, for tests and demos that must run without network.
+"""Tiny Florence-2, SAM 2, Grounding DINO, OWLv2 and SAM 3 models with random weights, for tests and demos that
+must run without network (their tokenizers are built locally too).
 
 They are built from configs, saved with ``save_pretrained`` and loaded back through the same ``from_pretrained`` path
 real weights take. Random weights almost never write a well-formed box, so :func:`build_tiny_florence2` can also
@@ -196,4 +197,213 @@ def build_tiny_sam2(directory: str | os.PathLike, seed: int = 0) -> Path:
         size={"height": side, "width": side}, mask_size={"height": side // 4, "width": side // 4}
     )
     Sam2Processor(image_processor=image_processor).save_pretrained(directory)
+    return directory
+
+
+# --- Grounding DINO, OWLv2 and SAM 3 -----------------------------------------------------------------------------
+# Their tokenizers are built here too (WordPiece for Grounding DINO's BERT, byte-level BPE for CLIP), so nothing is
+# downloaded; words outside this corpus are spelled from pieces, which is fine for tests.
+_DETECTOR_WORDS = (
+    "a an the of in on with dog puppy cat kitten person people car truck bus bicycle motorcycle photo picture "
+    "astronaut coffee cup rocket animal remote control brown red small big tree chair table bird horse"
+).split()
+# Grounding DINO hard-codes bert-base-uncased's ids of its phrase delimiters ([CLS], [SEP], ".", "?" in
+# modeling_grounding_dino.SPECIAL_TOKENS) and takes id 0 for [PAD]: a tiny vocabulary must put them at the same ids,
+# or every prompt melts into one phrase.
+BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, ".": 1012, "?": 1029}
+SAM3_IMAGE_SIZE = 112  # 8 x 8 patches of 14 pixels; FPN levels 32, 16 and 8; masks 32 x 32
+
+
+def build_bert_tokenizer():
+    """A lower-casing BERT WordPiece tokenizer whose special and delimiter ids are bert-base-uncased's."""
+    from transformers import BertTokenizer
+
+    pieces = [*_DETECTOR_WORDS, ",", "!", "'", "-", *"abcdefghijklmnopqrstuvwxyz0123456789"]
+    pieces += [f"##{letter}" for letter in "abcdefghijklmnopqrstuvwxyz"]
+    size = max(BERT_SPECIAL_IDS.values()) + 1 + len(pieces)
+    vocab = [f"[unused{i}]" for i in range(size)]
+    for token, index in BERT_SPECIAL_IDS.items():
+        vocab[index] = token
+    free = [index for index, token in enumerate(vocab) if token.startswith("[unused")]
+    for index, piece in zip(free[-len(pieces) :], pieces):
+        vocab[index] = piece
+    # transformers 5: BertTokenizer(vocab_file=...) silently builds an empty vocabulary; a dict as vocab= works
+    return BertTokenizer(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True)
+
+
+def build_clip_tokenizer(model_max_length: int):
+    """A byte-level BPE tokenizer laid out like CLIP's: pad "!" is id 0 and end-of-text has the highest id (OWLv2's
+    text tower pools at ``input_ids.argmax(-1)``, which is the end-of-text token in CLIP's vocabulary)."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    trainer_tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    trainer_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["!"],
+        end_of_word_suffix="</w>",
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    trainer_tokenizer.train_from_iterator([" ".join(_DETECTOR_WORDS)] * 8, trainer)
+    state = json.loads(trainer_tokenizer.to_str())["model"]
+    vocab = dict(state["vocab"])
+    for character in pre_tokenizers.ByteLevel.alphabet():  # every byte may also end a word
+        vocab.setdefault(character + "</w>", len(vocab))
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in state["merges"]]
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!", model_max_length=model_max_length)
+
+
+def build_tiny_grounding_dino(directory: str | os.PathLike, mm: bool = False, seed: int = 0) -> Path:
+    """Builds a tiny Grounding DINO (``mm=True``: MM Grounding DINO) with random weights and saves model + processor.
+
+    Swin with 4 one-block stages at 64 px, a one-layer BERT, d_model 64, 30 queries; images are resized to a shortest
+    edge of 64 (longest 96). Loads with ``AutoModelForZeroShotObjectDetection`` and ``AutoProcessor``.
+    """
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        MMGroundingDinoConfig,
+        MMGroundingDinoForObjectDetection,
+        SwinConfig,
+    )
+
+    directory = Path(directory)
+    tokenizer = build_bert_tokenizer()
+    backbone = SwinConfig(
+        image_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        window_size=4,
+        out_indices=[2, 3, 4],
+        drop_path_rate=0.0,
+    )
+    text = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    # d_model 64: the extra feature level is 1 x 1 on small inputs, and GroupNorm(32, d_model) needs more than one
+    # value per group. Two decoder layers: with one, post_init finds no bbox_embed to tie and raises.
+    config = (MMGroundingDinoConfig if mm else GroundingDinoConfig)(
+        backbone_config=backbone,
+        text_config=text,
+        d_model=64,
+        num_queries=30,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        dropout=0.0,
+        fusion_droppath=0.0,
+    )
+    torch.manual_seed(seed)
+    (MMGroundingDinoForObjectDetection if mm else GroundingDinoForObjectDetection)(config).eval().save_pretrained(
+        directory
+    )
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_owlv2(directory: str | os.PathLike, seed: int = 0) -> Path:
+    """Builds a tiny OWLv2 (ViT at 96 px with 16-px patches: 36 boxes; one-layer text tower; 16 text tokens) with
+    random weights and saves model + processor."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    directory = Path(directory)
+    tokenizer = build_clip_tokenizer(model_max_length=16)
+    config = Owlv2Config(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=96,
+            patch_size=16,
+        ),
+        projection_dim=32,  # the class head compares projected text with image features of the text's width
+    )
+    torch.manual_seed(seed)
+    model = Owlv2ForObjectDetection(config).eval()
+    with torch.no_grad():  # a random box head saturates its sigmoid (boxes of size 0 or 1): keep boxes near their cell
+        model.box_head.dense2.weight.mul_(0.01)
+        model.box_head.dense2.bias.zero_()
+    model.save_pretrained(directory)
+    image_processor = Owlv2ImageProcessor(size={"height": 96, "width": 96})
+    Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_sam3(directory: str | os.PathLike, seed: int = 0) -> Path:
+    """Builds a tiny SAM 3 (two-layer ViT at 112 px, one-layer CLIP text tower with 32 tokens, one-layer DETR
+    encoder and decoder with 20 queries) with random weights and saves ``Sam3Model`` + ``Sam3Processor``."""
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    directory = Path(directory)
+    tokenizer = build_clip_tokenizer(model_max_length=32)
+    side, patches, hidden = SAM3_IMAGE_SIZE, SAM3_IMAGE_SIZE // 14, 32
+    layer = dict(hidden_size=hidden, num_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = Sam3Config(
+        vision_config=dict(
+            backbone_config=dict(
+                model_type="sam3_vit_model",  # without it the config cannot tell its backbone's class
+                hidden_size=hidden,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=side,
+                patch_size=14,
+                window_size=4,
+                global_attn_indexes=[1],
+                pretrain_image_size=56,
+            ),
+            fpn_hidden_size=hidden,
+            backbone_feature_sizes=[[patches * 4] * 2, [patches * 2] * 2, [patches] * 2],
+        ),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=64,
+            projection_dim=hidden,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        geometry_encoder_config=layer,
+        detr_encoder_config=layer,
+        detr_decoder_config={**layer, "num_queries": 20},
+        mask_decoder_config=dict(hidden_size=hidden, num_attention_heads=2),
+    )
+    torch.manual_seed(seed)
+    Sam3Model(config).eval().save_pretrained(directory)
+    image_processor = Sam3ImageProcessor(
+        size={"height": side, "width": side}, mask_size={"height": patches * 4, "width": patches * 4}
+    )
+    Sam3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
     return directory

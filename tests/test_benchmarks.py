@@ -92,3 +92,11 @@ def test_the_gpu_check_summary_reads_what_the_benchmarks_print(tmp_path):
     assert "61.25 images/s = **24.5x** the usual loop | >= 20x |" in summary
     rows = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(rows) == 2 and '"floor_percent": 19' in rows[1] and '"peak_gpu_mb": 31000.0' in rows[1]
+
+
+@pytest.mark.parametrize("kind", ["florence2-base", "grounding-dino-tiny", "owlv2-base", "sam3"])
+def test_detector_speed_benchmark_runs_each_detector(kind, tmp_path):
+    detectors = _load("detectors")
+    result = detectors.measure(kind, tiny=True, repeats=1, tokens=8, workdir=tmp_path)
+    assert result["detector"] == kind and result["s_per_image"] > 0 and result["params_M"] > 0
+    assert result["stages_s"] and all(seconds >= 0 for seconds in result["stages_s"].values())

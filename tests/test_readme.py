@@ -19,6 +19,8 @@ from PIL import Image
 from skimage import data as skdata
 
 from grounded_sam.models import PRESETS
+from grounded_sam.models.presets import DETECTOR_MODELS, SAM3_MODEL
+from grounded_sam.testing import build_tiny_grounding_dino, build_tiny_owlv2, build_tiny_sam3
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parent.parent
@@ -54,12 +56,17 @@ def _meta_checkpoint(path: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, florence_dir, sam_dir):
-    """A folder with what the README's snippets name, and the environment they run in."""
+    """A folder with what the README's snippets name, and the environment they run in (every preset's models and
+    each detector's default model in the Hugging Face cache, as tiny models)."""
     folder = tmp_path_factory.mktemp("readme")
     cache = folder / ".cache"
     for preset in PRESETS.values():
         _into_cache(cache, preset.florence, florence_dir)
         _into_cache(cache, preset.sam, sam_dir)
+    tiny = tmp_path_factory.mktemp("readme_detectors")
+    _into_cache(cache, DETECTOR_MODELS["grounding-dino"], build_tiny_grounding_dino(tiny / "grounding-dino"))
+    _into_cache(cache, DETECTOR_MODELS["owlv2"], build_tiny_owlv2(tiny / "owlv2"))
+    _into_cache(cache, SAM3_MODEL, build_tiny_sam3(tiny / "sam3"))
     big = np.asarray(Image.fromarray(skdata.coffee()).resize((1800, 1200)))  # room for the clicks and boxes shown
     Image.fromarray(big).save(folder / "dog.jpeg")
     Image.fromarray(skdata.astronaut()).save(folder / "a.jpg")

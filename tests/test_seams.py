@@ -116,3 +116,40 @@ def test_a_spec_checks_its_options_before_anything_loads():
         PipelineSpec({"a dog": "dog"}, min_confidence=2.0)
     with pytest.raises(ValueError, match="Unknown preset"):
         PipelineSpec({"a dog": "dog"}, preset="huge")
+
+
+@pytest.fixture(scope="module")
+def other_detector_dirs(tmp_path_factory):
+    """Tiny Grounding DINO, OWLv2 and SAM 3 folders, by detector name."""
+    from grounded_sam.testing import build_tiny_grounding_dino, build_tiny_owlv2, build_tiny_sam3
+
+    root = tmp_path_factory.mktemp("other_detectors")
+    return {
+        "grounding-dino": build_tiny_grounding_dino(root / "grounding-dino"),
+        "owlv2": build_tiny_owlv2(root / "owlv2"),
+        "sam3": build_tiny_sam3(root / "sam3"),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind, options, detector_settings",
+    [
+        ("grounding-dino", {"text_threshold": 0.3}, {"box_threshold": 0.35, "text_threshold": 0.3}),
+        ("owlv2", {"box_threshold": 0.2}, {"box_threshold": 0.2, "nms_threshold": 0.3}),
+        ("sam3", {}, {"box_threshold": 0.5, "mask_threshold": 0.5}),
+    ],
+)
+def test_a_spec_says_what_the_built_pipeline_will_be_with_each_detector(
+    kind, options, detector_settings, other_detector_dirs, sam_dir, ontology
+):
+    folder = str(other_detector_dirs[kind])
+    if kind == "sam3":
+        sources = {"backend": "sam3", "sam": folder}
+    else:
+        sources = {"detector": kind, "detector_model": folder, "sam": str(sam_dir)}
+    spec = PipelineSpec(ontology.to_dict(), device="cpu", **sources, **options)
+    built = spec.build()
+    assert built.spec == spec and built.settings() == spec.settings()
+    assert spec.settings()["detector"] == {"type": kind, "model": folder, **detector_settings, "precision": "float32"}
+    assert (spec.settings()["segmenter"] is None) == (kind == "sam3")

@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import supervision as sv
 
+from grounded_sam.errors import UserInputError
+
 
 @runtime_checkable
 class Detector(Protocol):
@@ -31,3 +33,20 @@ def part_settings(part) -> dict:
         return dict(settings())
     kind = type(part)
     return {"type": f"{kind.__module__}.{kind.__qualname__}"}
+
+
+def check_prompt_lengths(tokenizer, prompts: Sequence[str], limit: int, model: str) -> None:
+    """Refuses (``UserInputError``) a prompt longer than ``limit`` tokens with its start and end tokens: a text tower
+    with ``limit`` positions would fail on it, or its processor would cut it silently."""
+    for prompt in prompts:
+        size = len(tokenizer(prompt, verbose=False)["input_ids"])
+        if size > limit:
+            raise UserInputError(
+                f"Prompt {shown_prompt(prompt)} is {size} tokens long with its start and end tokens; {model} reads "
+                f"at most {limit}: shorten it"
+            )
+
+
+def shown_prompt(prompt: str, limit: int = 60) -> str:
+    """A prompt as error messages quote it: repr, cut at ``limit`` characters."""
+    return repr(prompt if len(prompt) <= limit else prompt[:limit] + "...")

@@ -1,6 +1,7 @@
 """Where models come from: presets, hub ids, local folders and Meta's checkpoint files -> loaded transformers models.
 
-``load_florence2(source, device)`` and ``load_sam2(source, device)`` return (model, processor) in eval mode.
+``load_florence2``, ``load_grounding_dino``, ``load_owlv2``, ``load_sam2`` and ``load_sam3`` (each ``(source, device)``)
+return (model, processor) in eval mode.
 """
 
 from grounded_sam.errors import ModelNotAvailableError
@@ -8,7 +9,10 @@ from grounded_sam.models.hub import (
     download_preset,
     is_cached,
     load_florence2,
+    load_grounding_dino,
+    load_owlv2,
     load_sam2,
+    load_sam3,
     require_available,
     source_identity,
 )
@@ -21,7 +25,10 @@ __all__ = [
     "download_preset",
     "is_cached",
     "load_florence2",
+    "load_grounding_dino",
+    "load_owlv2",
     "load_sam2",
+    "load_sam3",
     "require_available",
     "resolve_preset",
     "source_identity",

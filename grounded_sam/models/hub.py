@@ -6,7 +6,8 @@ everywhere else in transformers; Meta's SAM 2 checkpoint files are read with ``t
 
 A hub model already in the cache loads without touching the network. One that is not, while the hub cannot be
 reached, is refused at once, naming every such model (huggingface_hub would otherwise retry each file for tens of
-seconds before failing).
+seconds before failing). A gated repo (``facebook/sam3``) that the hub refuses ends in a message saying how to get
+access.
 """
 
 from __future__ import annotations
@@ -33,14 +34,56 @@ from grounded_sam.models.presets import resolve_preset
 logger = logging.getLogger(__name__)
 
 
-def load_florence2(source: str | os.PathLike, device: torch.device):
-    """Loads ``Florence2ForConditionalGeneration`` and its processor from a hub id or local directory, in eval mode."""
-    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+def load_florence2(source: str | os.PathLike, device: torch.device, argument: str = "florence"):
+    """Loads ``Florence2ForConditionalGeneration`` and its processor from a hub id or local directory, in eval mode.
+    ``argument`` is the option that named ``source``, for messages."""
+    from transformers import Florence2ForConditionalGeneration
 
-    require_available([(source, "Florence-2", "florence")])
-    _check_model_type(source, ("florence2",), "Florence-2", "florence")
-    model = _from_pretrained(Florence2ForConditionalGeneration, source, "Florence-2", "florence", dtype=torch.float32)
-    processor = _from_pretrained(AutoProcessor, source, "Florence-2 processor", "florence")
+    return _load_model(Florence2ForConditionalGeneration, source, device, "Florence-2", argument, ("florence2",))
+
+
+def load_grounding_dino(source: str | os.PathLike, device: torch.device, argument: str = "detector_model"):
+    """Loads a Grounding DINO or MM Grounding DINO (``IDEA-Research/grounding-dino-tiny``...) and its processor, in
+    eval mode."""
+    from transformers import AutoModelForZeroShotObjectDetection
+
+    types = ("grounding-dino", "mm-grounding-dino")
+    return _load_model(AutoModelForZeroShotObjectDetection, source, device, "Grounding DINO", argument, types)
+
+
+def load_owlv2(source: str | os.PathLike, device: torch.device, argument: str = "detector_model"):
+    """Loads ``Owlv2ForObjectDetection`` (``google/owlv2-base-patch16-ensemble``...) and its processor, in eval mode."""
+    from transformers import Owlv2ForObjectDetection
+
+    return _load_model(Owlv2ForObjectDetection, source, device, "OWLv2", argument, ("owlv2",))
+
+
+def load_sam3(source: str | os.PathLike, device: torch.device, argument: str = "sam"):
+    """Loads ``Sam3Model`` (text -> instance masks) and ``Sam3Processor``, in eval mode. ``facebook/sam3`` is gated:
+    without access the error says how to get it."""
+    from transformers import Sam3Model
+
+    # facebook/sam3 is saved from the video model (model_type sam3_video); Sam3Model loads its detector from it
+    return _load_model(Sam3Model, source, device, "SAM 3", argument, ("sam3", "sam3_video"))
+
+
+def load_tokenizer_and_config(source: str | os.PathLike, what: str, argument: str):
+    """A model's tokenizer and config, without its weights: for checks before the weights load."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    require_available([(source, what, argument)])
+    tokenizer = _from_pretrained(AutoTokenizer, source, f"{what} tokenizer", argument)
+    return tokenizer, _from_pretrained(AutoConfig, source, what, argument)
+
+
+def _load_model(cls, source, device: torch.device, what: str, argument: str, model_types: tuple[str, ...]):
+    """(model in eval mode on ``device``, processor): available, of the right kind, then loaded, in that order."""
+    from transformers import AutoProcessor
+
+    require_available([(source, what, argument)])
+    _check_model_type(source, model_types, what, argument)
+    model = _from_pretrained(cls, source, what, argument, dtype=torch.float32)
+    processor = _from_pretrained(AutoProcessor, source, f"{what} processor", argument)
     return model.to(device).eval(), processor
 
 
@@ -106,10 +149,23 @@ def require_available(sources) -> None:
         reason = "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face hub cannot be reached"
         names = "; ".join(f"{what} '{source}' ({argument}=...)" for source, what, argument in missing)
         downloads = " and ".join(f"`hf download {source}`" for source, _, _ in missing)
+        gated = "".join(gated_access(str(source)) for source, _, _ in missing if str(source) in GATED)
         raise ModelNotAvailableError(
             f"Not in the local Hugging Face cache, and {reason}: {names}. Download once on a machine with network "
-            f"({downloads}), or pass local folders"
+            f"({downloads}), or pass local folders.{gated}"
         )
+
+
+# Hub repos whose files need a license accepted first; any other gated repo is recognised by the hub's answer.
+GATED = ("facebook/sam3",)
+
+
+def gated_access(repo_id: str) -> str:
+    """How to get access to a gated hub repo, as a sentence for error messages."""
+    return (
+        f" {repo_id} is gated: accept its license on https://huggingface.co/{repo_id} (signed in to the hub), then "
+        f"log in on this machine with `hf auth login` (or set HF_TOKEN) and run `hf download {repo_id}`."
+    )
 
 
 def _is_hub_id(source: str) -> bool:
@@ -166,16 +222,31 @@ def _offline() -> bool:
 
 
 def _not_available_message(source: str, what: str, argument: str, error: Exception) -> str:
+    if _is_gated_refusal(error):
+        return f"{what} '{source}' could not be loaded: access was refused.{gated_access(source)} Details: {error}"
     offline = _offline()
     where = "is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline else "could not be loaded"
     hint = ""
     if source.startswith("microsoft/Florence-2"):
         hint = f" microsoft/ repos need remote code; use {source.replace('microsoft/', 'florence-community/')}."
+    if source in GATED:
+        hint += gated_access(source)
     return (
         f"{what} '{source}' {where}.{hint} To use it offline, download it once on a machine with network: "
         f"`hf download {source}`, or pass a local directory with "
         f"{argument}=... . Details: {error}"
     )
+
+
+def _is_gated_refusal(error: BaseException | None) -> bool:
+    """Whether the hub refused a download because the repo is gated (transformers wraps that in an OSError)."""
+    from huggingface_hub.errors import GatedRepoError
+
+    while error is not None:
+        if isinstance(error, GatedRepoError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def is_cached(repo_id: str) -> bool:

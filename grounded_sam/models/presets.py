@@ -32,3 +32,11 @@ def resolve_preset(name: str) -> ModelPreset:
         return PRESETS[name]
     except KeyError:
         raise UserInputError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)} (preset=...)") from None
+
+
+# The model each other detector loads when no detector_model=... is given, and SAM 3's (backend="sam3").
+DETECTOR_MODELS = {
+    "grounding-dino": "IDEA-Research/grounding-dino-tiny",
+    "owlv2": "google/owlv2-base-patch16-ensemble",
+}
+SAM3_MODEL = "facebook/sam3"

@@ -1,4 +1,4 @@
-"""GroundedSAM2: text prompts -> detector boxes -> SAM 2 masks, batched, as supervision.Detections."""
+"""GroundedSAM2: text prompts -> detector boxes -> SAM 2 masks (or SAM 3 alone), batched, as supervision.Detections."""
 
 from __future__ import annotations
 
@@ -11,24 +11,34 @@ import torch
 
 from grounded_sam.detection.base import part_settings
 from grounded_sam.detection.florence2 import PHRASE_GROUNDING, Florence2Detector
+from grounded_sam.detection.grounding_dino import GroundingDinoDetector
+from grounded_sam.detection.owlv2 import Owlv2Detector
 from grounded_sam.device import chunks, resolve_autocast_dtype, resolve_device
 from grounded_sam.errors import UserInputError
 from grounded_sam.images import ImageInput, load_image
-from grounded_sam.models.hub import load_florence2, load_sam2, require_available
+from grounded_sam.models.hub import (
+    load_florence2,
+    load_grounding_dino,
+    load_owlv2,
+    load_sam2,
+    load_sam3,
+    require_available,
+)
 from grounded_sam.ontology import CaptionOntology
 from grounded_sam.pipeline.spec import PipelineSpec, pipeline_settings
+from grounded_sam.segmentation.sam3 import Sam3Backend
 from grounded_sam.segmentation.segmenter import Segmenter
 
 
 class GroundedSAM2:
-    """Text-grounded segmentation: finds the ontology's prompts with a detector (Florence-2 by default) and segments
-    each box with SAM 2.
+    """Text-grounded segmentation: finds the ontology's prompts with a detector (Florence-2 by default; Grounding DINO
+    or OWLv2) and segments each box with SAM 2; or, with ``backend="sam3"``, finds and segments them with SAM 3 alone.
 
     Args:
         ontology: prompts to look for and the class each one labels.
         florence: Florence-2 hub id or local directory; None takes the preset's.
         sam: SAM 2 hub id, local directory, or Meta checkpoint file (``sam2.1_hiera_tiny.pt``...); None takes the
-            preset's.
+            preset's. With ``backend="sam3"``: SAM 3's hub id or directory (None: ``facebook/sam3``).
         preset: ``"default"`` (Florence-2-large + SAM 2.1 base-plus), ``"fast"`` (base + tiny) or ``"accurate"``
             (large + large).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -41,15 +51,22 @@ class GroundedSAM2:
         max_new_tokens: Florence-2 generation budget per sequence.
         num_beams: 1 for greedy decoding, more for beam search.
         sam_size: size of a Meta checkpoint file (tiny, small, base_plus, large); inferred from the file when None.
-        compile: ``torch.compile`` the parts (both image encoders, and Florence-2's greedy decoding with a static KV
-            cache): worth it for long labeling runs on a GPU; the first batch of each size pays the compilation.
-        detector: a built detector to use instead of loading Florence-2: any object with
-            ``detect(images) -> list[sv.Detections]`` (:class:`~grounded_sam.Detector`); the Florence-2 options
-            are then not used.
+        compile: ``torch.compile`` the parts that have a ``compile()`` (both image encoders, and Florence-2's greedy
+            decoding with a static KV cache; the other detectors run eager): worth it for long labeling runs on a GPU;
+            the first batch of each size pays the compilation.
+        detector: which detector to load: ``"florence2"`` (the default), ``"grounding-dino"`` or ``"owlv2"``; or a
+            built detector to use as is: any object with ``detect(images) -> list[sv.Detections]``
+            (:class:`~grounded_sam.Detector`), for which nothing is loaded and the detector options are not used.
         segmenter: a built segmenter to use instead of loading SAM 2: any object with
             ``segment(images, detections) -> list[sv.Detections]``, such as :class:`~grounded_sam.Segmenter`.
+        detector_model: the detector's hub id or local directory; None takes Florence-2's from ``florence`` or the
+            preset, ``IDEA-Research/grounding-dino-tiny`` or ``google/owlv2-base-patch16-ensemble``.
+        box_threshold: Grounding DINO, OWLv2 and SAM 3 keep boxes scoring above this (None: 0.35, 0.1 and 0.5).
+        text_threshold: Grounding DINO also needs the box's best prompt token above this (None: 0.25).
+        backend: ``"grounded-sam2"`` (a detector, then SAM 2 on its boxes) or ``"sam3"`` (SAM 3 finds and segments
+            the prompts in one model; its weights are gated).
 
-    ``spec`` holds what the pipeline was built from (a :class:`PipelineSpec`) when it loaded both models itself, else
+    ``spec`` holds what the pipeline was built from (a :class:`PipelineSpec`) when it loaded its models itself, else
     None.
     """
 
@@ -73,32 +90,47 @@ class GroundedSAM2:
         *,
         detector=None,
         segmenter=None,
+        detector_model: str | os.PathLike | None = None,
+        box_threshold: float | None = None,
+        text_threshold: float | None = None,
+        backend: str = "grounded-sam2",
     ):
         if not isinstance(ontology, CaptionOntology):
             raise UserInputError(
                 f"ontology must be a CaptionOntology, got {type(ontology).__name__}; "
                 "wrap a dict with CaptionOntology({'a dog': 'dog'})"
             )
-        if detector is not None and florence is not None:
-            raise UserInputError("Give either detector=... (a built detector) or florence=... (a model to load)")
-        if segmenter is not None and (sam is not None or sam_size is not None):
-            raise UserInputError("Give either segmenter=... (a built segmenter) or sam=... (a model to load)")
+        built_detector = None if detector is None or isinstance(detector, str) else detector
+        if built_detector is not None and (florence, detector_model, box_threshold, text_threshold) != (None,) * 4:
+            raise UserInputError(
+                "Give either detector=... (a built detector) or florence=... / detector_model=... and thresholds "
+                "(a model to load)"
+            )
+        if segmenter is not None and (sam is not None or sam_size is not None or backend == "sam3"):
+            raise UserInputError(
+                "Give either segmenter=... (a built segmenter) or sam=... (a model to load); backend='sam3' has none"
+            )
         spec = PipelineSpec(
             ontology.to_dict(),
-            None if florence is None else str(florence),
-            None if sam is None else str(sam),
-            preset,
-            str(device),
-            dtype,
-            task,
-            min_confidence,
-            nms_threshold,
-            class_agnostic_nms,
-            multimask_output,
-            max_new_tokens,
-            num_beams,
-            sam_size,
-            compile,
+            florence=None if florence is None else str(florence),
+            sam=None if sam is None else str(sam),
+            preset=preset,
+            device=str(device),
+            dtype=dtype,
+            task=task,
+            min_confidence=min_confidence,
+            nms_threshold=nms_threshold,
+            class_agnostic_nms=class_agnostic_nms,
+            multimask_output=multimask_output,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            sam_size=sam_size,
+            compile=compile,
+            detector=detector if isinstance(detector, str) else "florence2",
+            detector_model=None if detector_model is None else str(detector_model),
+            box_threshold=box_threshold,
+            text_threshold=text_threshold,
+            backend=backend,
         )
         self.ontology = ontology
         self.min_confidence, self.nms_threshold, self.class_agnostic_nms = (
@@ -106,30 +138,29 @@ class GroundedSAM2:
             nms_threshold,
             class_agnostic_nms,
         )
-        self.spec = spec if detector is None and segmenter is None else None
-        self.detector, self.segmenter = detector, segmenter
-        if detector is None or segmenter is None:
-            resolved = resolve_device(device)
-            autocast_dtype = resolve_autocast_dtype(dtype, resolved)
-            needed = [(spec.florence_source, "Florence-2", "florence")] * (detector is None)
-            require_available(needed + [(spec.sam_source, "SAM 2", "sam")] * (segmenter is None))
-            if detector is None:
-                self.detector = Florence2Detector(
-                    *load_florence2(spec.florence_source, resolved),
-                    ontology,
-                    task=task,
-                    max_new_tokens=max_new_tokens,
-                    num_beams=num_beams,
-                    autocast_dtype=autocast_dtype,
-                )
-            if segmenter is None:
-                self.segmenter = Segmenter.from_model(
-                    *load_sam2(spec.sam_source, resolved, size=sam_size), autocast_dtype, multimask_output
-                )
+        self.spec = spec if built_detector is None and segmenter is None else None
+        self.detector, self.segmenter = self._build_parts(spec, built_detector, segmenter)
         if compile:
             for part in (self.detector, self.segmenter):
                 if callable(getattr(part, "compile", None)):
                     part.compile()
+
+    def _build_parts(self, spec: PipelineSpec, detector, segmenter):
+        """(detector, segmenter): those given, and the ones ``spec`` names loaded, every model checked available
+        first. With the SAM 3 backend the segmenter is None (SAM 3's detections carry their masks)."""
+        load_segmenter = segmenter is None and spec.backend == "grounded-sam2"
+        if detector is not None and not load_segmenter:
+            return detector, segmenter
+        device = resolve_device(spec.device)
+        autocast_dtype = resolve_autocast_dtype(spec.dtype, device)
+        sources = spec.model_sources()  # the detector's, then SAM 2's (none with the SAM 3 backend)
+        require_available(sources[:1] * (detector is None) + sources[1:] * load_segmenter)
+        if detector is None:
+            detector = _load_detector(spec, self.ontology, device, autocast_dtype)
+        if load_segmenter:
+            model, processor = load_sam2(spec.sam_source, device, size=spec.sam_size)
+            segmenter = Segmenter.from_model(model, processor, autocast_dtype, spec.multimask_output)
+        return detector, segmenter
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec) -> GroundedSAM2:
@@ -146,7 +177,7 @@ class GroundedSAM2:
         labeled dataset stores this, so that resuming it with other settings is refused."""
         return pipeline_settings(
             part_settings(self.detector),
-            part_settings(self.segmenter),
+            None if self.segmenter is None else part_settings(self.segmenter),
             self.min_confidence,
             self.nms_threshold,
             self.class_agnostic_nms,
@@ -181,9 +212,10 @@ class GroundedSAM2:
         return results
 
     def predict_arrays(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
-        """Runs one batch of already-loaded (H, W, 3) uint8 RGB arrays through detection, filtering and segmentation."""
-        boxes = [self._filter(found) for found in self.detector.detect(images)]
-        return self.segmenter.segment(images, boxes)
+        """Runs one batch of already-loaded (H, W, 3) uint8 RGB arrays through detection, filtering and segmentation
+        (none with the SAM 3 backend, whose detections come with masks)."""
+        found = [self._filter(detections) for detections in self.detector.detect(images)]
+        return found if self.segmenter is None else self.segmenter.segment(images, found)
 
     def refine(
         self,
@@ -193,6 +225,8 @@ class GroundedSAM2:
         labels: Mapping[int, Sequence],
     ) -> sv.Detections:
         """Fixes wrong masks with clicks (the pipeline's own SAM 2): see :meth:`Segmenter.refine`."""
+        if self.segmenter is None:
+            raise UserInputError("refine needs SAM 2: build the pipeline with backend='grounded-sam2'")
         return self.segmenter.refine(image, detections, points, labels)
 
     def label(
@@ -225,3 +259,25 @@ class GroundedSAM2:
         if self.nms_threshold is not None and len(detections) > 1:
             detections = detections.with_nms(threshold=self.nms_threshold, class_agnostic=self.class_agnostic_nms)
         return detections
+
+
+def _load_detector(spec: PipelineSpec, ontology: CaptionOntology, device: torch.device, autocast_dtype):
+    """The detector (or SAM 3 backend) ``spec`` names, loaded: the one place detectors are built from sources."""
+    source, kind = spec.detector_source, spec.detector_kind
+    if kind == "sam3":
+        return Sam3Backend(*load_sam3(source, device), ontology, spec.box_threshold, autocast_dtype=autocast_dtype)
+    if kind == "grounding-dino":
+        model, processor = load_grounding_dino(source, device)
+        return GroundingDinoDetector(
+            model, processor, ontology, spec.box_threshold, spec.text_threshold, autocast_dtype=autocast_dtype
+        )
+    if kind == "owlv2":
+        return Owlv2Detector(*load_owlv2(source, device), ontology, spec.box_threshold, autocast_dtype=autocast_dtype)
+    return Florence2Detector(
+        *load_florence2(source, device, spec.model_sources()[0][2]),
+        ontology,
+        task=spec.task,
+        max_new_tokens=spec.max_new_tokens,
+        num_beams=spec.num_beams,
+        autocast_dtype=autocast_dtype,
+    )

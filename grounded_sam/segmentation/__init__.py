@@ -1,9 +1,11 @@
-"""Segmentation: SAM 2 from boxes, clicks and mask inputs, segment-everything, refinement (one core)."""
+"""Segmentation: SAM 2 from boxes, clicks and mask inputs, segment-everything, refinement (one core); SAM 3 from
+text."""
 
 from __future__ import annotations
 
 import torch
 
+from grounded_sam.segmentation.sam3 import Sam3Backend
 from grounded_sam.segmentation.segmenter import ImageState, Segmenter
 
 
@@ -15,4 +17,4 @@ def Sam2Segmenter(  # noqa: N802 -- the box stage's earlier name, kept so that c
     return Segmenter.from_model(model, processor, autocast_dtype, multimask_output)
 
 
-__all__ = ["ImageState", "Sam2Segmenter", "Segmenter"]
+__all__ = ["ImageState", "Sam2Segmenter", "Sam3Backend", "Segmenter"]

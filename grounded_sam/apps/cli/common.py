@@ -13,7 +13,39 @@ import typer
 
 # The model options, as --flags; their Python names are the keyword arguments of GroundedSAM2.
 Florence = Annotated[str | None, typer.Option(help="Florence-2 hub id or local folder (default: the preset's).")]
-Sam = Annotated[str | None, typer.Option(help="SAM 2 hub id, local folder or Meta .pt file (default: the preset's).")]
+Sam = Annotated[
+    str | None,
+    typer.Option(
+        help="SAM 2 hub id, local folder or Meta .pt file (default: the preset's); with --backend sam3, SAM 3's "
+        "(default: facebook/sam3)."
+    ),
+]
+DetectorName = Annotated[
+    str, typer.Option("--detector", help="florence2, grounding-dino or owlv2: what finds the boxes SAM 2 segments.")
+]
+DetectorModel = Annotated[
+    str | None,
+    typer.Option(
+        help="The detector's hub id or local folder (default: the preset's Florence-2, "
+        "IDEA-Research/grounding-dino-tiny, google/owlv2-base-patch16-ensemble)."
+    ),
+]
+BoxThreshold = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="grounding-dino, owlv2, --backend sam3: keep boxes scoring above this (default 0.35, 0.1, 0.5).",
+    ),
+]
+TextThreshold = Annotated[
+    float | None,
+    typer.Option(min=0.0, max=1.0, help="grounding-dino: the box's best prompt token must score above this (0.25)."),
+]
+Backend = Annotated[
+    str,
+    typer.Option(help="grounded-sam2 (the detector, then SAM 2) or sam3 (SAM 3 alone, text to masks; gated weights)."),
+]
 Preset = Annotated[str, typer.Option(help="fast, default or accurate (see `grounded-sam models`).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1...")]
 Dtype = Annotated[str, typer.Option(help="auto (bf16 on CUDA), float32, bfloat16, float16.")]
@@ -101,8 +133,9 @@ def ontology_from(prompts: list[str] | None, path: Path | None):
     return CaptionOntology(mapping)
 
 
-def pipeline_spec(ontology, florence, sam, preset, device, dtype, min_confidence, nms, compile=False):
-    """The pipeline these options describe (options checked, nothing loaded)."""
+def pipeline_spec(ontology, florence, sam, preset, device, dtype, min_confidence, nms, compile=False, **detection):
+    """The pipeline these options describe (options checked, nothing loaded). ``detection``: ``detector``,
+    ``detector_model``, ``box_threshold``, ``text_threshold`` and ``backend``, as the flags give them."""
     from grounded_sam.pipeline.spec import PipelineSpec
 
     return PipelineSpec(
@@ -115,6 +148,7 @@ def pipeline_spec(ontology, florence, sam, preset, device, dtype, min_confidence
         min_confidence=min_confidence,
         nms_threshold=nms or None,
         compile=compile,
+        **detection,
     )
 
 

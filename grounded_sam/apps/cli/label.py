@@ -14,7 +14,11 @@ from typing import Annotated
 import typer
 
 from grounded_sam.apps.cli.common import (
+    Backend,
+    BoxThreshold,
     Compile,
+    DetectorModel,
+    DetectorName,
     Device,
     Dtype,
     Florence,
@@ -24,6 +28,7 @@ from grounded_sam.apps.cli.common import (
     Preset,
     Prompts,
     Sam,
+    TextThreshold,
     UserError,
     class_table,
     console,
@@ -77,6 +82,11 @@ def label(
     min_confidence: MinConfidence = 0.0,
     nms: Nms = 0.7,
     compile: Compile = False,
+    detector: DetectorName = "florence2",
+    detector_model: DetectorModel = None,
+    box_threshold: BoxThreshold = None,
+    text_threshold: TextThreshold = None,
+    backend: Backend = "grounded-sam2",
 ) -> None:
     """Auto-label a folder into a YOLO-seg + COCO dataset (train/valid, data.yaml); rerun the same command to resume.
 
@@ -109,7 +119,23 @@ def label(
         verbose=False,
     )
     chosen = ontology_from(prompt, ontology)
-    spec = pipeline_spec(chosen, florence, sam, preset, device, dtype, min_confidence, nms, compile)
+    spec = pipeline_spec(
+        chosen,
+        florence,
+        sam,
+        preset,
+        device,
+        dtype,
+        min_confidence,
+        nms,
+        compile,
+        detector=detector,
+        detector_model=detector_model,
+        box_threshold=box_threshold,
+        text_threshold=text_threshold,
+        backend=backend,
+    )
+    spec.check_prompts()  # before the job writes the dataset's settings
     report = _label_on_ray(spec, folder, output, options) if ray else _label_here(spec, chosen, folder, output, options)
     _print_summary(report)
     if review:

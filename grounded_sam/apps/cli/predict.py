@@ -8,7 +8,11 @@ from typing import Annotated
 import typer
 
 from grounded_sam.apps.cli.common import (
+    Backend,
+    BoxThreshold,
     Compile,
+    DetectorModel,
+    DetectorName,
     Device,
     Dtype,
     Florence,
@@ -18,6 +22,7 @@ from grounded_sam.apps.cli.common import (
     Preset,
     Prompts,
     Sam,
+    TextThreshold,
     class_table,
     console,
     ontology_from,
@@ -50,6 +55,11 @@ def predict(
     min_confidence: MinConfidence = 0.0,
     nms: Nms = 0.7,
     compile: Compile = False,
+    detector: DetectorName = "florence2",
+    detector_model: DetectorModel = None,
+    box_threshold: BoxThreshold = None,
+    text_threshold: TextThreshold = None,
+    backend: Backend = "grounded-sam2",
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Segment images by text: writes NAME.jpg (masks, boxes, "class 0.87") and NAME.json per image.
@@ -60,9 +70,23 @@ def predict(
 
     # Everything that can be checked is checked before the models load, which takes a while.
     spec = pipeline_spec(
-        ontology_from(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms, compile
+        ontology_from(prompt, ontology),
+        florence,
+        sam,
+        preset,
+        device,
+        dtype,
+        min_confidence,
+        nms,
+        compile,
+        detector=detector,
+        detector_model=detector_model,
+        box_threshold=box_threshold,
+        text_threshold=text_threshold,
+        backend=backend,
     )
     plan_predict_files(source, output, recursive)
+    spec.check_prompts()
     spec.settings()  # the device and precision
     summary = predict_files(
         spec.build(), source, output, recursive=recursive, batch_size=batch_size, max_pixels=max_pixels or None
