@@ -43,6 +43,10 @@ class GroundedSAM2:
         sam_size: size of a Meta checkpoint file (tiny, small, base_plus, large); inferred from the file when None.
         compile: ``torch.compile`` the parts (both image encoders, and Florence-2's greedy decoding with a static KV
             cache): worth it for long labeling runs on a GPU; the first batch of each size pays the compilation.
+        max_hole_area: fill holes of at most this many pixels (of the original image) in every mask; 0: off.
+        max_sprinkle_area: then remove specks (parts) of at most this many pixels; 0: off. Meta's SAM 2 rules, see
+            :mod:`grounded_sam.segmentation.cleanup`.
+        keep_largest_part: then keep only the largest connected part of every mask.
         detector: a built detector to use instead of loading Florence-2: any object with
             ``detect(images) -> list[sv.Detections]`` (:class:`~grounded_sam.Detector`); the Florence-2 options
             are then not used.
@@ -70,6 +74,9 @@ class GroundedSAM2:
         num_beams: int = 1,
         sam_size: str | None = None,
         compile: bool = False,
+        max_hole_area: int = 0,
+        max_sprinkle_area: int = 0,
+        keep_largest_part: bool = False,
         *,
         detector=None,
         segmenter=None,
@@ -99,7 +106,15 @@ class GroundedSAM2:
             num_beams,
             sam_size,
             compile,
+            max_hole_area=max_hole_area,
+            max_sprinkle_area=max_sprinkle_area,
+            keep_largest_part=keep_largest_part,
         )
+        if segmenter is not None and spec.mask_cleanup.active:
+            raise UserInputError(
+                "Mask clean-up options apply to the SAM 2 that GroundedSAM2 loads; with segmenter=..., give them to "
+                "it: Segmenter(..., max_hole_area=...)"
+            )
         self.ontology = ontology
         self.min_confidence, self.nms_threshold, self.class_agnostic_nms = (
             min_confidence,
@@ -124,7 +139,12 @@ class GroundedSAM2:
                 )
             if segmenter is None:
                 self.segmenter = Segmenter.from_model(
-                    *load_sam2(spec.sam_source, resolved, size=sam_size), autocast_dtype, multimask_output
+                    *load_sam2(spec.sam_source, resolved, size=sam_size),
+                    autocast_dtype,
+                    multimask_output,
+                    max_hole_area,
+                    max_sprinkle_area,
+                    keep_largest_part,
                 )
         if compile:
             for part in (self.detector, self.segmenter):

@@ -13,6 +13,7 @@ from grounded_sam.device import resolve_autocast_dtype, resolve_device
 from grounded_sam.errors import UserInputError
 from grounded_sam.models.presets import resolve_preset
 from grounded_sam.ontology import CaptionOntology
+from grounded_sam.segmentation.cleanup import MaskCleanup
 from grounded_sam.segmentation.segmenter import sam2_settings
 
 
@@ -39,6 +40,9 @@ class PipelineSpec:
     num_beams: int = 1
     sam_size: str | None = None
     compile: bool = False
+    max_hole_area: int = 0
+    max_sprinkle_area: int = 0
+    keep_largest_part: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -46,6 +50,7 @@ class PipelineSpec:
         if self.nms_threshold is not None and not 0.0 < self.nms_threshold <= 1.0:
             raise UserInputError(f"nms_threshold must be in (0, 1] or None, got {self.nms_threshold}")
         check_generation_options(self.task, self.max_new_tokens, self.num_beams)
+        MaskCleanup(self.max_hole_area, self.max_sprinkle_area, self.keep_largest_part)  # checks them
         resolve_preset(self.preset)
         for name in ("florence", "sam"):
             value = getattr(self, name)
@@ -60,12 +65,16 @@ class PipelineSpec:
     def sam_source(self) -> str:
         return self.sam or resolve_preset(self.preset).sam
 
+    @property
+    def mask_cleanup(self) -> MaskCleanup:
+        return MaskCleanup(self.max_hole_area, self.max_sprinkle_area, self.keep_largest_part)
+
     def settings(self) -> dict:
         """``build().settings()``, computed without loading a model (the device is probed for the precision)."""
         precision = resolve_autocast_dtype(self.dtype, resolve_device(self.device))
         return pipeline_settings(
             florence2_settings(self.florence_source, self.task, self.max_new_tokens, self.num_beams, precision),
-            sam2_settings(self.sam_source, self.multimask_output, precision),
+            sam2_settings(self.sam_source, self.multimask_output, precision, self.mask_cleanup),
             self.min_confidence,
             self.nms_threshold,
             self.class_agnostic_nms,

@@ -17,6 +17,9 @@ from grounded_sam.apps.cli.common import (
     Device,
     Dtype,
     Florence,
+    KeepLargestPart,
+    MaxHoleArea,
+    MaxSprinkleArea,
     MinConfidence,
     Nms,
     OntologyFile,
@@ -72,6 +75,9 @@ def label(
     min_confidence: MinConfidence = 0.0,
     nms: Nms = 0.7,
     compile: Compile = False,
+    max_hole_area: MaxHoleArea = 0,
+    max_sprinkle_area: MaxSprinkleArea = 0,
+    keep_largest_part: KeepLargestPart = False,
 ) -> None:
     """Auto-label a folder into a YOLO-seg + COCO dataset (train/valid, data.yaml); rerun the same command to resume.
 
@@ -102,7 +108,20 @@ def label(
         verbose=False,
     )
     chosen = ontology_from(prompt, ontology)
-    spec = pipeline_spec(chosen, florence, sam, preset, device, dtype, min_confidence, nms, compile)
+    spec = pipeline_spec(
+        chosen,
+        florence,
+        sam,
+        preset,
+        device,
+        dtype,
+        min_confidence,
+        nms,
+        compile,
+        max_hole_area=max_hole_area,
+        max_sprinkle_area=max_sprinkle_area,
+        keep_largest_part=keep_largest_part,
+    )
     with LabelingJob(folder, output, chosen, spec.settings(), options) as job:
         try:
             report = job.run(spec.build())

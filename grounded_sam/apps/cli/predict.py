@@ -12,6 +12,9 @@ from grounded_sam.apps.cli.common import (
     Device,
     Dtype,
     Florence,
+    KeepLargestPart,
+    MaxHoleArea,
+    MaxSprinkleArea,
     MinConfidence,
     Nms,
     OntologyFile,
@@ -50,6 +53,9 @@ def predict(
     min_confidence: MinConfidence = 0.0,
     nms: Nms = 0.7,
     compile: Compile = False,
+    max_hole_area: MaxHoleArea = 0,
+    max_sprinkle_area: MaxSprinkleArea = 0,
+    keep_largest_part: KeepLargestPart = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Segment images by text: writes NAME.jpg (masks, boxes, "class 0.87") and NAME.json per image.
@@ -60,7 +66,18 @@ def predict(
 
     # Everything that can be checked is checked before the models load, which takes a while.
     spec = pipeline_spec(
-        ontology_from(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms, compile
+        ontology_from(prompt, ontology),
+        florence,
+        sam,
+        preset,
+        device,
+        dtype,
+        min_confidence,
+        nms,
+        compile,
+        max_hole_area=max_hole_area,
+        max_sprinkle_area=max_sprinkle_area,
+        keep_largest_part=keep_largest_part,
     )
     plan_predict_files(source, output, recursive)
     spec.settings()  # the device and precision
