@@ -2,7 +2,10 @@
 readers (COCO, YOLO), matching by file name, and what is refused."""
 
 import copy
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -399,3 +402,17 @@ def test_a_dataset_without_confidences_is_refused(canned_dataset):
         record.write_text(header + "\n" + json.dumps(entries) + "\n")
     with pytest.raises(ValueError, match="no confidence, and AP ranks detections by it"):
         evaluate_dataset(dataset, gold)
+
+
+def test_the_evaluation_benchmark_runs(monkeypatch, capsys):
+    path = Path(__file__).parents[1] / "benchmarks" / "evaluation.py"
+    spec = importlib.util.spec_from_file_location("evaluation_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    monkeypatch.setattr(sys, "argv", ["evaluation.py", "--images", "3", "--objects", "4", "--repeat", "1"])
+    benchmark.main()
+    result = json.loads(capsys.readouterr().out)
+    assert 0.2 < result["mask_AP"] < 1.0 and result["evaluate_seconds"] > 0
+    assert result["cleanup_ms_per_1920x1080_mask_at_border"]["all_three"] > 0
+    mask = benchmark.sam_like_mask(108, 192)
+    assert not np.array_equal(MaskCleanup(10, 10, True).clean(mask), mask)  # there is something to clean

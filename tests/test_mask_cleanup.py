@@ -89,9 +89,18 @@ def test_clean_up_equals_an_8_connected_scipy_reference_on_random_masks(rng):
         sizes = np.bincount(labels.ravel())
         return mask & ~((labels > 0) & (sizes[labels] <= speck))
 
-    for _ in range(30):
+    for index in range(60):
         mask = ndimage.binary_opening(rng.random((96, 128)) > 0.45)
+        if index % 2:  # inside the image: only the box around the mask is labeled
+            top, left = rng.integers(1, 40), rng.integers(1, 60)
+            mask[:top], mask[:, :left], mask[top + rng.integers(5, 50) :], mask[:, left + rng.integers(5, 60) :] = (
+                0,
+            ) * 4
         assert np.array_equal(MaskCleanup(20, 15).clean(mask), reference(mask, 20, 15))
+    ring = np.ones((30, 40), bool)
+    ring[[0, -1]], ring[:, [0, -1]] = False, False  # the background is a 1-pixel frame: 136 pixels outside the box
+    assert fill_holes(ring, 136).all() and np.array_equal(fill_holes(ring, 135), ring)
+    assert np.array_equal(fill_holes(ring, 135), reference(ring, 135, 0)) and reference(ring, 136, 0).all()
 
 
 def test_nothing_to_clean_returns_the_masks_as_they_are():

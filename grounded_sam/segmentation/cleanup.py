@@ -22,7 +22,7 @@ from grounded_sam.errors import UserInputError
 
 def small_components(binary: np.ndarray, max_area: int) -> np.ndarray:
     """(H, W) bool: the pixels of the 8-connected components of ``binary`` with at most ``max_area`` pixels."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
     small = np.zeros(count, dtype=bool)
     small[1:] = stats[1:, cv2.CC_STAT_AREA] <= max_area  # label 0 is the other side
     return small[labels] if small.any() else np.zeros(binary.shape, dtype=bool)
@@ -31,22 +31,58 @@ def small_components(binary: np.ndarray, max_area: int) -> np.ndarray:
 def fill_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
     """(H, W) bool mask with its background regions of at most ``max_area`` pixels filled (a copy)."""
     mask = np.asarray(mask, dtype=bool)
-    return mask | small_components(~mask, max_area) if max_area > 0 else mask.copy()
+    if max_area <= 0:
+        return mask.copy()
+    window = _box(mask, margin=1)
+    if window is None:  # the mask's box touches the image border (or there is no mask): label the whole image
+        return mask | small_components(~mask, max_area)
+    # Connected components cost time in proportion to the pixels labeled (~55 ms for a full-HD image), so only the
+    # box around the mask is labeled. Its 1-pixel frame is background and joins all background outside the box.
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask[window]).view(np.uint8), connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    outside = labels[0, 0]
+    areas[outside] += mask.size - labels.size
+    small = areas <= max_area
+    small[0] = False  # the mask itself
+    filled = mask.copy()
+    filled[window] |= small[labels]
+    return filled
 
 
 def remove_specks(mask: np.ndarray, max_area: int) -> np.ndarray:
     """(H, W) bool mask without its parts of at most ``max_area`` pixels (a copy; it may come out empty)."""
     mask = np.asarray(mask, dtype=bool)
-    return mask & ~small_components(mask, max_area) if max_area > 0 else mask.copy()
+    cleaned = mask.copy()
+    window = _box(mask)
+    if max_area > 0 and window is not None:  # every part lies inside the mask's box
+        cleaned[window] &= ~small_components(mask[window], max_area)
+    return cleaned
 
 
 def keep_largest_part(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool mask reduced to its largest 8-connected part (the first of equal ones); empty stays empty."""
     mask = np.asarray(mask, dtype=bool)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    window = _box(mask)
+    if window is None:
+        return mask.copy()
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask[window].view(np.uint8), connectivity=8)
     if count <= 2:
         return mask.copy()
-    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    largest = np.zeros_like(mask)
+    largest[window] = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return largest
+
+
+def _box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice] | None:
+    """Slices of the mask's bounding box grown by ``margin`` pixels; None for an empty mask, or when the grown box
+    does not fit inside the image."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    top, bottom, left, right = rows[0] - margin, rows[-1] + 1 + margin, columns[0] - margin, columns[-1] + 1 + margin
+    if top < 0 or left < 0 or bottom > mask.shape[0] or right > mask.shape[1]:
+        return None
+    return slice(top, bottom), slice(left, right)
 
 
 @dataclass(frozen=True)
