@@ -124,28 +124,28 @@ def _short(text: str, limit: int = 60) -> str:
 MAX_FILE_BYTES = 1 << 20  # an ontology of a few thousand prompts is ~100 KB
 
 
-def load_mapping_file(path: Path):
+def load_mapping_file(path: Path, what: str = "Ontology file"):
     """The parsed content of a small UTF-8 JSON or YAML file, refusing what could blow up or silently lose data:
     files over ``MAX_FILE_BYTES``, YAML anchors and aliases (a few hundred bytes of nested aliases expand to
-    gigabytes), and keys given twice."""
+    gigabytes), and keys given twice. ``what`` names the file in messages."""
     if not path.is_file():
-        raise FileNotFoundError(f"Ontology file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise UserInputError(f"Ontology file {path} is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
+        raise UserInputError(f"{what} {path} is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
-        raise UserInputError(f"Ontology file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+        raise UserInputError(f"{what} {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
         if kind == "JSON":
             return json.loads(text, object_pairs_hook=_unique_pairs)
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise UserInputError(f"Ontology file {path} is not valid {kind}: {_brief(error)}") from None
+        raise UserInputError(f"{what} {path} is not valid {kind}: {_brief(error)}") from None
     except _DuplicateKeyError as error:
-        raise UserInputError(f"Ontology file {path} gives the key {_short(str(error))} twice; keep one") from None
+        raise UserInputError(f"{what} {path} gives the key {_short(str(error))} twice; keep one") from None
 
 
 class _DuplicateKeyError(Exception):

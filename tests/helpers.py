@@ -3,6 +3,7 @@ labeled datasets. Fixtures built from these live in conftest.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,15 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def without_path(files: dict[str, bytes]) -> dict[str, bytes]:
     """A snapshot without data.yaml, which holds the dataset's absolute path."""
     return {name: content for name, content in files.items() if name != "data.yaml"}
+
+
+def coco_of_every_split(dataset: Path) -> dict:
+    """A labeled dataset's COCO files (one per split) as one COCO instances dict: ground truth made of its own
+    labels. Image and annotation ids are unique over the splits already."""
+    merged = {"images": [], "annotations": [], "categories": []}
+    for path in sorted((dataset / "annotations").glob("instances_*.json")):
+        content = json.loads(path.read_text(encoding="utf-8"))
+        merged["categories"] = content["categories"]
+        merged["images"] += content["images"]
+        merged["annotations"] += content["annotations"]
+    return merged

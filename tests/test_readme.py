@@ -5,6 +5,7 @@ files they name; every `grounded-sam` line of the bash blocks runs too. The hub 
 Face cache made of tiny models, with the hub offline: nothing is patched in grounded-sam.
 """
 
+import json
 import os
 import re
 import shlex
@@ -54,6 +55,23 @@ def _meta_checkpoint(path: Path) -> bool:
     return True
 
 
+def _gold_set(photos: Path, gold: Path) -> None:
+    """gold/images (the photos) and gold/instances.json: hand labels as COCO polygons, "dog" boxes where the tiny
+    Florence-2's script puts them (two per image) and a "cat" it never finds."""
+    shutil.copytree(photos, gold / "images")
+    truth = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}]}
+    for index, path in enumerate(sorted((gold / "images").iterdir())):
+        width, height = Image.open(path).size
+        truth["images"].append({"id": index + 1, "file_name": path.name, "width": width, "height": height})
+        for category, bins in ((1, (100, 120, 450, 600)), (1, (600, 550, 900, 950)), (2, (300, 300, 700, 700))):
+            x1, y1, x2, y2 = ((value + 0.5) / 1000 * (width, height)[k % 2] for k, value in enumerate(bins))
+            truth["annotations"].append(
+                {"id": len(truth["annotations"]) + 1, "image_id": index + 1, "category_id": category,
+                 "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]], "bbox": [x1, y1, x2 - x1, y2 - y1]}
+            )  # fmt: skip
+    (gold / "instances.json").write_text(json.dumps(truth))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, florence_dir, sam_dir):
     """A folder with what the README's snippets name, and the environment they run in (every preset's models and
@@ -74,6 +92,7 @@ def world(tmp_path_factory, florence_dir, sam_dir):
     (folder / "photos").mkdir()
     for name in ("astronaut", "chelsea", "rocket"):
         Image.fromarray(getattr(skdata, name)()).convert("RGB").save(folder / "photos" / f"{name}.jpg")
+    _gold_set(folder / "photos", folder / "gold")
     shutil.copytree(ROOT / "ontologies", folder / "ontologies")
     shutil.copytree(ROOT / "samples", folder / "samples")
     shutil.copytree(florence_dir, folder / "models" / "florence-2-base")

@@ -57,6 +57,10 @@ class GroundedSAM2:
         detector: which detector to load: ``"florence2"`` (the default), ``"grounding-dino"`` or ``"owlv2"``; or a
             built detector to use as is: any object with ``detect(images) -> list[sv.Detections]``
             (:class:`~grounded_sam.Detector`), for which nothing is loaded and the detector options are not used.
+        max_hole_area: fill holes of at most this many pixels (of the original image) in every mask; 0: off.
+        max_sprinkle_area: then remove specks (parts) of at most this many pixels; 0: off. Meta's SAM 2 rules, see
+            :mod:`grounded_sam.segmentation.cleanup`.
+        keep_largest_part: then keep only the largest connected part of every mask.
         segmenter: a built segmenter to use instead of loading SAM 2: any object with
             ``segment(images, detections) -> list[sv.Detections]``, such as :class:`~grounded_sam.Segmenter`.
         detector_model: the detector's hub id or local directory; None takes Florence-2's from ``florence`` or the
@@ -87,6 +91,9 @@ class GroundedSAM2:
         num_beams: int = 1,
         sam_size: str | None = None,
         compile: bool = False,
+        max_hole_area: int = 0,
+        max_sprinkle_area: int = 0,
+        keep_largest_part: bool = False,
         *,
         detector=None,
         segmenter=None,
@@ -131,7 +138,15 @@ class GroundedSAM2:
             box_threshold=box_threshold,
             text_threshold=text_threshold,
             backend=backend,
+            max_hole_area=max_hole_area,
+            max_sprinkle_area=max_sprinkle_area,
+            keep_largest_part=keep_largest_part,
         )
+        if segmenter is not None and spec.mask_cleanup.active:
+            raise UserInputError(
+                "Mask clean-up options apply to the SAM 2 that GroundedSAM2 loads; with segmenter=..., give them to "
+                "it: Segmenter(..., max_hole_area=...)"
+            )
         self.ontology = ontology
         self.min_confidence, self.nms_threshold, self.class_agnostic_nms = (
             min_confidence,
@@ -159,7 +174,15 @@ class GroundedSAM2:
             detector = _load_detector(spec, self.ontology, device, autocast_dtype)
         if load_segmenter:
             model, processor = load_sam2(spec.sam_source, device, size=spec.sam_size)
-            segmenter = Segmenter.from_model(model, processor, autocast_dtype, spec.multimask_output)
+            segmenter = Segmenter.from_model(
+                model,
+                processor,
+                autocast_dtype,
+                spec.multimask_output,
+                spec.max_hole_area,
+                spec.max_sprinkle_area,
+                spec.keep_largest_part,
+            )
         return detector, segmenter
 
     @classmethod

@@ -16,6 +16,7 @@ from grounded_sam.models.hub import load_tokenizer_and_config
 from grounded_sam.models.presets import DETECTOR_MODELS, SAM3_MODEL, resolve_preset
 from grounded_sam.ontology import CaptionOntology
 from grounded_sam.segmentation import sam3
+from grounded_sam.segmentation.cleanup import MaskCleanup
 from grounded_sam.segmentation.segmenter import sam2_settings
 
 DETECTORS = ("florence2", "grounding-dino", "owlv2")
@@ -58,6 +59,9 @@ class PipelineSpec:
     box_threshold: float | None = None
     text_threshold: float | None = None
     backend: str = "grounded-sam2"
+    max_hole_area: int = 0
+    max_sprinkle_area: int = 0
+    keep_largest_part: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -65,6 +69,7 @@ class PipelineSpec:
         if self.nms_threshold is not None and not 0.0 < self.nms_threshold <= 1.0:
             raise UserInputError(f"nms_threshold must be in (0, 1] or None, got {self.nms_threshold}")
         check_generation_options(self.task, self.max_new_tokens, self.num_beams)
+        MaskCleanup(self.max_hole_area, self.max_sprinkle_area, self.keep_largest_part)  # checks them
         resolve_preset(self.preset)
         for name in ("florence", "sam", "detector_model"):
             value = getattr(self, name)
@@ -95,6 +100,9 @@ class PipelineSpec:
                     ("detector_model", self.detector_model),
                     ("sam_size", self.sam_size),
                     ("multimask_output", self.multimask_output),
+                    ("max_hole_area", self.max_hole_area),
+                    ("max_sprinkle_area", self.max_sprinkle_area),
+                    ("keep_largest_part", self.keep_largest_part),
                 )
                 if value
             ]
@@ -148,12 +156,18 @@ class PipelineSpec:
             tokenizer, config = load_tokenizer_and_config(*self.model_sources()[0])
             checks[self.detector_kind].check_prompts(tokenizer, config, list(self.ontology))
 
+    @property
+    def mask_cleanup(self) -> MaskCleanup:
+        return MaskCleanup(self.max_hole_area, self.max_sprinkle_area, self.keep_largest_part)
+
     def settings(self) -> dict:
         """``build().settings()``, computed without loading a model (the device is probed for the precision)."""
         precision = resolve_autocast_dtype(self.dtype, resolve_device(self.device))
         return pipeline_settings(
             self.detector_settings(precision),
-            None if self.backend == "sam3" else sam2_settings(self.sam_source, self.multimask_output, precision),
+            None
+            if self.backend == "sam3"
+            else sam2_settings(self.sam_source, self.multimask_output, precision, self.mask_cleanup),
             self.min_confidence,
             self.nms_threshold,
             self.class_agnostic_nms,

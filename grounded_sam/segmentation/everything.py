@@ -8,7 +8,6 @@ small-hole and speck removal of Meta's automatic mask generator (transformers' p
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import supervision as sv
 import torch
@@ -16,6 +15,7 @@ from torchvision.ops import nms
 
 from grounded_sam.detections import masks_to_detections
 from grounded_sam.errors import UserInputError
+from grounded_sam.segmentation.cleanup import fill_holes, keep_largest_part, remove_specks
 from grounded_sam.segmentation.core import decode, masks_per_chunk
 
 
@@ -134,18 +134,16 @@ def _check_options(points_per_side, points_per_batch, box_nms_thresh, min_mask_r
 
 def remove_small_regions(mask: np.ndarray, area: int, mode: str) -> tuple[np.ndarray, bool]:
     """Fills holes (``mode="holes"``) or drops specks (``mode="islands"``) under ``area`` pixels, as Meta's
-    automatic mask generator does. Returns the mask and whether it changed."""
-    fill_holes = mode == "holes"
-    count, regions, stats, _ = cv2.connectedComponentsWithStats((fill_holes ^ mask).astype(np.uint8), connectivity=8)
-    sizes = stats[1:, cv2.CC_STAT_AREA]  # label 0: the other side (mask pixels for holes, background for islands)
-    small = [label + 1 for label, size in enumerate(sizes) if size < area]
-    if not small:
-        return mask, False
-    if fill_holes:
-        cleaned = np.isin(regions, [0, *small])
-    else:  # drop the small parts, but keep the largest when every part is small
-        cleaned = np.isin(regions, [label for label in range(1, count) if label not in small] or [np.argmax(sizes) + 1])
-    return cleaned, not np.array_equal(cleaned, mask)
+    automatic mask generator does: strictly under (the predictor's clean-up, :mod:`.cleanup`, takes areas up to and
+    including its limit), and islands keep the largest part when every part is small. Returns the mask and whether
+    it changed."""
+    if mode == "holes":
+        cleaned = fill_holes(mask, area - 1)
+    else:
+        cleaned = remove_specks(mask, area - 1)
+        if not cleaned.any() and mask.any():
+            cleaned = keep_largest_part(mask)
+    return (mask, False) if np.array_equal(cleaned, mask) else (cleaned, True)
 
 
 def _clean_small_regions(masks, scores, area, box_nms_thresh):

@@ -18,6 +18,7 @@ from grounded_sam.errors import UserInputError
 from grounded_sam.images import ImageInput, load_image
 from grounded_sam.models.hub import load_sam2, source_identity
 from grounded_sam.models.presets import resolve_preset
+from grounded_sam.segmentation.cleanup import MaskCleanup
 from grounded_sam.segmentation.core import decode, encode_images, upsample_masks
 from grounded_sam.segmentation.prompts import PromptBatch, build_prompts
 
@@ -35,14 +36,18 @@ class ImageState:
     original_size: tuple[int, int]
 
 
-def sam2_settings(source, multimask_output: bool, autocast_dtype) -> dict:
-    """A SAM 2 segmenter's settings, from a built one or from what it would be built from."""
-    return {
+def sam2_settings(source, multimask_output: bool, autocast_dtype, cleanup: MaskCleanup | None = None) -> dict:
+    """A SAM 2 segmenter's settings, from a built one or from what it would be built from. The mask clean-up is
+    named only when it is on, so datasets labeled before it existed keep their settings (and resume)."""
+    settings = {
         "type": "sam2",
         "model": source_identity(source),
         "multimask_output": multimask_output,
         "precision": precision_name(autocast_dtype),
     }
+    if cleanup is not None and cleanup.active:
+        settings["mask_cleanup"] = cleanup.settings()
+    return settings
 
 
 class Segmenter:
@@ -55,6 +60,11 @@ class Segmenter:
         dtype: ``"auto"`` (bf16 autocast on CUDA), ``"float32"``, ``"bfloat16"``, ``"float16"``.
         sam_size: size of a Meta checkpoint file; inferred from the file when None.
         multimask_output: in :meth:`segment`, let SAM propose three masks per box and keep the best-scoring one.
+        max_hole_area, max_sprinkle_area, keep_largest_part: mask clean-up (:class:`MaskCleanup`, areas in pixels of
+            the original image): fill holes and remove specks of at most that many pixels, keep only the largest
+            part. It applies to every mask :meth:`segment`, :meth:`predict` and :meth:`refine` return (boxes of
+            :meth:`predict` are the cleaned masks'), not to :meth:`segment_everything`, which has its own
+            ``min_mask_region_area``.
 
     ``Segmenter.from_model(model, processor)`` wraps an already built ``Sam2Model`` (for example the one a
     ``GroundedSAM2`` holds) without loading anything.
@@ -68,23 +78,35 @@ class Segmenter:
         dtype="auto",
         sam_size: str | None = None,
         multimask_output: bool = False,
+        max_hole_area: int = 0,
+        max_sprinkle_area: int = 0,
+        keep_largest_part: bool = False,
     ):
+        cleanup = MaskCleanup(max_hole_area, max_sprinkle_area, keep_largest_part)  # checked before loading
         resolved = resolve_device(device)
         autocast_dtype = resolve_autocast_dtype(dtype, resolved)
         model, processor = load_sam2(sam or resolve_preset(preset).sam, resolved, size=sam_size)
-        self._setup(model, processor, autocast_dtype, multimask_output)
+        self._setup(model, processor, autocast_dtype, multimask_output, cleanup)
 
     @classmethod
     def from_model(
-        cls, model, processor, autocast_dtype: torch.dtype | None = None, multimask_output: bool = False
+        cls,
+        model,
+        processor,
+        autocast_dtype: torch.dtype | None = None,
+        multimask_output: bool = False,
+        max_hole_area: int = 0,
+        max_sprinkle_area: int = 0,
+        keep_largest_part: bool = False,
     ) -> Segmenter:
         segmenter = cls.__new__(cls)
-        segmenter._setup(model, processor, autocast_dtype, multimask_output)
+        cleanup = MaskCleanup(max_hole_area, max_sprinkle_area, keep_largest_part)
+        segmenter._setup(model, processor, autocast_dtype, multimask_output, cleanup)
         return segmenter
 
-    def _setup(self, model, processor, autocast_dtype, multimask_output) -> None:
+    def _setup(self, model, processor, autocast_dtype, multimask_output, cleanup: MaskCleanup) -> None:
         self.model, self.processor, self.autocast_dtype = model, processor, autocast_dtype
-        self.multimask_output = multimask_output
+        self.multimask_output, self.cleanup = multimask_output, cleanup
         self.mask_size = tuple(model.prompt_encoder.mask_input_size)
 
     @property
@@ -93,7 +115,7 @@ class Segmenter:
 
     def settings(self) -> dict:
         """What its masks depend on: the model and the options (a dataset stores this)."""
-        return sam2_settings(self.model.config.name_or_path, self.multimask_output, self.autocast_dtype)
+        return sam2_settings(self.model.config.name_or_path, self.multimask_output, self.autocast_dtype, self.cleanup)
 
     def compile(self) -> None:
         """``torch.compile`` the image encoder (the first batch of each size pays the compilation)."""
@@ -169,7 +191,7 @@ class Segmenter:
         return low_res[0], scores[0]
 
     def _to_detections(self, low_res: torch.Tensor, scores: torch.Tensor, size, data: dict) -> sv.Detections:
-        masks = upsample_masks(self.processor, low_res, size)
+        masks = self.cleanup.apply(upsample_masks(self.processor, low_res, size))
         # logits clamped as Meta's predictor returns them, so they feed back as mask_input the same way
         logits = low_res.clamp(-32.0, 32.0).cpu().numpy().astype(np.float32)
         return masks_to_detections(masks, scores.cpu().numpy().astype(np.float32), {**data, LOW_RES_LOGITS: logits})
@@ -237,7 +259,7 @@ class Segmenter:
         iou = torch.take_along_dim(iou, best[..., None], dim=2)[..., 0]
         return [
             (
-                upsample_masks(self.processor, low_res[i, :count], images[i].shape[:2]),
+                self.cleanup.apply(upsample_masks(self.processor, low_res[i, :count], images[i].shape[:2])),
                 iou[i, :count].cpu().numpy().astype(np.float32),
             )
             for i, count in enumerate(counts)

@@ -59,6 +59,16 @@ Nms = Annotated[
 Compile = Annotated[
     bool, typer.Option(help="torch.compile the image encoders and Florence-2's decoding (long runs on a GPU).")
 ]
+# Mask clean-up (grounded_sam.segmentation.cleanup: Meta's SAM 2 rules, areas in pixels of the original image).
+MaxHoleArea = Annotated[
+    int,
+    typer.Option(min=0, help="Fill holes of at most this many pixels in every mask (Meta's max_hole_area); 0: off."),
+]
+MaxSprinkleArea = Annotated[
+    int,
+    typer.Option(min=0, help="Then remove specks of at most this many pixels (Meta's max_sprinkle_area); 0: off."),
+]
+KeepLargestPart = Annotated[bool, typer.Option(help="Then keep only the largest connected part of every mask.")]
 Prompts = Annotated[
     list[str] | None,
     typer.Option("--prompt", "-p", help="What to find; repeatable. 'a dog=dog' names its class (default: the prompt)."),
@@ -133,9 +143,10 @@ def ontology_from(prompts: list[str] | None, path: Path | None):
     return CaptionOntology(mapping)
 
 
-def pipeline_spec(ontology, florence, sam, preset, device, dtype, min_confidence, nms, compile=False, **detection):
-    """The pipeline these options describe (options checked, nothing loaded). ``detection``: ``detector``,
-    ``detector_model``, ``box_threshold``, ``text_threshold`` and ``backend``, as the flags give them."""
+def pipeline_spec(ontology, florence, sam, preset, device, dtype, min_confidence, nms, compile=False, **options):
+    """The pipeline these options describe (options checked, nothing loaded). ``options``: more PipelineSpec fields,
+    as the flags give them (``detector``, ``detector_model``, ``box_threshold``, ``text_threshold``, ``backend`` and
+    the mask clean-up's)."""
     from grounded_sam.pipeline.spec import PipelineSpec
 
     return PipelineSpec(
@@ -148,7 +159,7 @@ def pipeline_spec(ontology, florence, sam, preset, device, dtype, min_confidence
         min_confidence=min_confidence,
         nms_threshold=nms or None,
         compile=compile,
-        **detection,
+        **options,
     )
 
 

@@ -22,6 +22,9 @@ from grounded_sam.apps.cli.common import (
     Device,
     Dtype,
     Florence,
+    KeepLargestPart,
+    MaxHoleArea,
+    MaxSprinkleArea,
     MinConfidence,
     Nms,
     OntologyFile,
@@ -87,6 +90,9 @@ def label(
     box_threshold: BoxThreshold = None,
     text_threshold: TextThreshold = None,
     backend: Backend = "grounded-sam2",
+    max_hole_area: MaxHoleArea = 0,
+    max_sprinkle_area: MaxSprinkleArea = 0,
+    keep_largest_part: KeepLargestPart = False,
 ) -> None:
     """Auto-label a folder into a YOLO-seg + COCO dataset (train/valid, data.yaml); rerun the same command to resume.
 
@@ -134,6 +140,9 @@ def label(
         box_threshold=box_threshold,
         text_threshold=text_threshold,
         backend=backend,
+        max_hole_area=max_hole_area,
+        max_sprinkle_area=max_sprinkle_area,
+        keep_largest_part=keep_largest_part,
     )
     spec.check_prompts()  # before the job writes the dataset's settings
     report = _label_on_ray(spec, folder, output, options) if ray else _label_here(spec, chosen, folder, output, options)

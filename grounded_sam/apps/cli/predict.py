@@ -16,6 +16,9 @@ from grounded_sam.apps.cli.common import (
     Device,
     Dtype,
     Florence,
+    KeepLargestPart,
+    MaxHoleArea,
+    MaxSprinkleArea,
     MinConfidence,
     Nms,
     OntologyFile,
@@ -60,6 +63,9 @@ def predict(
     box_threshold: BoxThreshold = None,
     text_threshold: TextThreshold = None,
     backend: Backend = "grounded-sam2",
+    max_hole_area: MaxHoleArea = 0,
+    max_sprinkle_area: MaxSprinkleArea = 0,
+    keep_largest_part: KeepLargestPart = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Segment images by text: writes NAME.jpg (masks, boxes, "class 0.87") and NAME.json per image.
@@ -84,6 +90,9 @@ def predict(
         box_threshold=box_threshold,
         text_threshold=text_threshold,
         backend=backend,
+        max_hole_area=max_hole_area,
+        max_sprinkle_area=max_sprinkle_area,
+        keep_largest_part=keep_largest_part,
     )
     plan_predict_files(source, output, recursive)
     spec.check_prompts()
