@@ -51,6 +51,9 @@ def predict(
     nms: Nms = 0.7,
     compile: Compile = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    cutout: Annotated[
+        bool, typer.Option(help="Also cutouts/NAME_I.png: each object on a transparent background.")
+    ] = False,
 ) -> None:
     """Segment images by text: writes NAME.jpg (masks, boxes, "class 0.87") and NAME.json per image.
 
@@ -62,10 +65,16 @@ def predict(
     spec = pipeline_spec(
         ontology_from(prompt, ontology), florence, sam, preset, device, dtype, min_confidence, nms, compile
     )
-    plan_predict_files(source, output, recursive)
+    plan_predict_files(source, output, recursive, cutout)
     spec.settings()  # the device and precision
     summary = predict_files(
-        spec.build(), source, output, recursive=recursive, batch_size=batch_size, max_pixels=max_pixels or None
+        spec.build(),
+        source,
+        output,
+        recursive=recursive,
+        batch_size=batch_size,
+        max_pixels=max_pixels or None,
+        cutouts=cutout,
     )
     out = console()
     out.print(
