@@ -3,12 +3,17 @@
 A record is ``.grounded-sam/records/NAME.json``: a header line (the image's source, name, split, size, whether it
 was kept, its COCO ids, its detection count, and the schema ``version``), then one line with its detections in the
 JSON form of :func:`grounded_sam.detections.detections_to_json` (plus COCO polygons when a dataset writes them).
+
+Version 2 adds ``corrected_at`` to the header of an image a person corrected (``grounded-sam app``): the time of the
+last correction, ISO 8601. Version 1 records have no such field and read the same (not corrected). Each correction
+is also appended to ``.grounded-sam/corrections.jsonl`` (one JSON object a line: time, image, what changed).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 STATE_DIR = ".grounded-sam"
@@ -17,7 +22,8 @@ PENDING_DIR = f"{STATE_DIR}/pending"
 SETTINGS_FILE = f"{STATE_DIR}/settings.json"
 REVIEW_DIR = "review"  # the HTML review page (apps/review.py): it shows this dataset, so it goes with it
 REVIEW_MANIFEST = f"{STATE_DIR}/review.json"  # the review page's files, as apps/review.py wrote them
-RECORD_VERSION = 1
+CORRECTIONS_LOG = f"{STATE_DIR}/corrections.jsonl"  # what the app's corrections changed, one line each
+RECORD_VERSION = 2
 
 
 def record_path(root: Path, name: str) -> Path:
@@ -60,6 +66,22 @@ def make_header(
         "annotation_id": annotation_id,
         "count": count,
     }
+
+
+def is_corrected(header: dict) -> bool:
+    """Whether a person corrected this image's labels (its record has ``corrected_at``; version 1 records never)."""
+    return bool(header.get("corrected_at"))
+
+
+def corrected_images(root: Path) -> list[str]:
+    """The names of the images of the dataset at ``root`` whose labels a person corrected."""
+    headers = (whole_record_header(path) for path in record_files(root))
+    return [header["name"] for header in headers if header is not None and is_corrected(header)]
+
+
+def now_text() -> str:
+    """The local time as ISO 8601 with its UTC offset, to the second (``2026-12-01T14:05:09+01:00``)."""
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def record_text(header: dict, entries_json: str) -> str:
