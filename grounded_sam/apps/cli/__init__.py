@@ -1,5 +1,5 @@
 """The ``grounded-sam`` command: ``predict`` (segment images by text), ``label`` (a folder into a dataset),
-``review`` (an HTML page of a dataset), ``models`` (what is cached, download, tiny models).
+``review`` (an HTML page of a dataset), ``app`` (the local web app), ``models`` (what is cached, download, tiny models).
 
 One module per command; nothing heavy is imported until a command runs, so ``--help`` stays fast.
 """
@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from grounded_sam import __version__
+from grounded_sam.apps.cli.app import app as app_command
 from grounded_sam.apps.cli.label import label
 from grounded_sam.apps.cli.models import models_app
 from grounded_sam.apps.cli.predict import predict
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.command()(predict)
 app.command()(label)
 app.command()(review)
+app.command("app")(app_command)
 app.add_typer(models_app, name="models")
 
 

@@ -102,11 +102,11 @@ def ontology_from(prompts: list[str] | None, path: Path | None):
 
 
 def pipeline_spec(ontology, florence, sam, preset, device, dtype, min_confidence, nms, compile=False):
-    """The pipeline these options describe (options checked, nothing loaded)."""
+    """The pipeline these options describe (options checked, nothing loaded); ``ontology`` None: no prompts yet."""
     from grounded_sam.pipeline.spec import PipelineSpec
 
     return PipelineSpec(
-        ontology.to_dict(),
+        ontology.to_dict() if ontology is not None else {},
         florence=florence,
         sam=sam,
         preset=preset,
