@@ -39,7 +39,7 @@ def app(
     host: Annotated[
         str, typer.Option(help="Interface to listen on; anything but 127.0.0.1 reaches beyond this machine.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 7860,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on; 0: any free one.")] = 7860,
     auth: Annotated[
         bool, typer.Option("--auth", help=f"Require a token: ${TOKEN_VARIABLE}, or a new one printed at start.")
     ] = False,
@@ -70,13 +70,15 @@ def app(
             raise UserError(f"grounded-sam app needs {package}: pip install 'grounded-sam[app]'")
     from grounded_sam.apps.web.dataset import DatasetIndex
     from grounded_sam.apps.web.guards import AppConfig, prompts_text
-    from grounded_sam.apps.web.serve import exposure_warning, make_server, port_is_free
+    from grounded_sam.apps.web.serve import exposure_warning, free_port, make_server, port_is_free
 
     # Everything that can be checked is checked before the models load, which takes a while.
     index = DatasetIndex(dataset) if dataset is not None else None
     starting = ontology_from(prompt, ontology) if prompt or ontology else None
     spec = pipeline_spec(starting, florence, sam, preset, device, dtype, min_confidence, nms)
-    if not port_is_free(host, port):
+    if port == 0:
+        port = free_port(host)
+    elif not port_is_free(host, port):
         raise UserError(f"Port {port} on {host} is in use (another app?): pass another --port")
     token = (os.environ.get(TOKEN_VARIABLE) or secrets.token_urlsafe(24)) if auth else None
     out = console()

@@ -75,6 +75,14 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the system's pick)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
 def show_app(model=None, dataset: str | Path | None = None, port: int = 7860, height: int = 820, **options):
     """The app inline in a notebook cell: ``grounded_sam.show_app(model)`` as a cell's last line.
 
