@@ -182,3 +182,41 @@ def test_the_page_files_are_package_data():
     for path in static:
         relative = path.relative_to(root / "grounded_sam").as_posix()
         assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns["grounded_sam"]), relative
+
+
+class CountingSegmenter:
+    """A real (tiny) SAM 2 segmenter that counts its image-encoder and mask-decoder passes."""
+
+    def __init__(self, segmenter):
+        self.segmenter, self.encoded, self.decoded = segmenter, 0, 0
+
+    def set_image(self, image):
+        self.encoded += 1
+        return self.segmenter.set_image(image)
+
+    def predict(self, state, **prompts):
+        self.decoded += 1
+        return self.segmenter.predict(state, **prompts)
+
+
+@pytest.mark.slow
+def test_clicks_run_the_mask_decoder_only_on_the_image_s_cached_embedding(sam_dir):
+    import numpy as np
+
+    from grounded_sam.apps.web import AppModels, editing
+    from grounded_sam.apps.web.state import Workspace
+    from grounded_sam.pipeline import PipelineSpec
+    from grounded_sam.segmentation import Segmenter
+
+    counting = CountingSegmenter(Segmenter(str(sam_dir), device="cpu", dtype="float32"))
+    models = AppModels(counting, None, PipelineSpec(), "counting")
+    workspace = Workspace(image=np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8), name="a.png")
+    detection = editing.add_from_box(models, workspace, "object", [8, 8, 40, 30])
+    editing.refine(models, workspace, detection, [20, 20], 1)
+    editing.refine(models, workspace, detection, [35, 10], 0)
+    editing.add_from_click(models, workspace, "object", [50, 40])
+    assert (counting.encoded, counting.decoded) == (1, 4)
+    assert detection.points == [[20, 20], [35, 10]] and detection.labels == [1, 0]
+    other = Workspace(image=workspace.image.copy(), name="b.png")  # another tab's image: its own embedding
+    editing.add_from_box(models, other, "object", [8, 8, 40, 30])
+    assert counting.encoded == 2
