@@ -220,3 +220,22 @@ def test_clicks_run_the_mask_decoder_only_on_the_image_s_cached_embedding(sam_di
     other = Workspace(image=workspace.image.copy(), name="b.png")  # another tab's image: its own embedding
     editing.add_from_box(models, other, "object", [8, 8, 40, 30])
     assert counting.encoded == 2
+
+
+@pytest.mark.slow
+def test_the_click_benchmark_runs_on_a_tiny_sam(sam_dir, tmp_path):
+    """benchmarks/app_click.py end to end (on the tiny SAM 2 here), so it does not rot between measurements."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).parents[1] / "benchmarks" / "app_click.py"
+    spec = importlib.util.spec_from_file_location("app_click", path)
+    app_click = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app_click)
+    out = tmp_path / "result.json"
+    app_click.main(["--sam", str(sam_dir), "--clicks", "3", "--sizes", "64x48,200x100", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert sorted(report["sizes"]) == ["200x100", "64x48"]
+    for size in report["sizes"].values():
+        assert len(size["click_decoder_only_s"]) == len(size["click_with_reencode_s"]) == 3
+        assert size["median_decoder_only_s"] > 0 and size["ratio"] > 0
