@@ -38,6 +38,7 @@ _WHERE = {
     "label_folder": "grounded_sam.labeling",
     "load_image": "grounded_sam.images",
     "plot": "grounded_sam.annotate",
+    "show_app": "grounded_sam.apps.web",
     "write_review": "grounded_sam.apps.review",
 }
 __all__ = [*_WHERE, "__version__"]
@@ -47,6 +48,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 if TYPE_CHECKING:
     from grounded_sam.annotate import annotate, plot
     from grounded_sam.apps.review import write_review
+    from grounded_sam.apps.web import show_app
     from grounded_sam.detection import Detector, Florence2Detector, GroundingDinoDetector, Owlv2Detector
     from grounded_sam.errors import (
         GroundedSAMError,

@@ -1,4 +1,4 @@
-"""Pictures of results, drawn with supervision's annotators: masks, boxes and "class 0.87" labels."""
+"""Pictures of results, drawn with supervision's annotators: masks, boxes and "class 0.87" labels; cut-outs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import supervision as sv
 
 from grounded_sam.detections import CLASS_NAME
+from grounded_sam.errors import UserInputError
 from grounded_sam.images import ImageInput, load_image
 
 
@@ -60,3 +61,27 @@ def plot(image: ImageInput, detections: sv.Detections | None = None, size: tuple
     """Shows ``image`` (annotated with ``detections`` when given) in a notebook or a matplotlib window."""
     pixels = annotate(image, detections) if detections is not None else load_image(image)
     sv.plot_image(pixels[:, :, ::-1], size=size)  # supervision plots OpenCV's BGR order
+
+
+def cutout(image: ImageInput, mask: np.ndarray) -> np.ndarray:
+    """One object on a transparent background, cropped to its mask's box (as for photo retouching).
+
+    Args:
+        image: a path, PIL image or (H, W, 3) uint8 RGB array.
+        mask: (H, W) bool mask of the object, at the image's size.
+
+    Returns:
+        (h, w, 4) uint8 RGBA: the image's pixels, alpha 255 inside the mask and 0 outside; h, w span the mask's box.
+
+    Raises:
+        UserInputError: the mask is empty or not the image's size.
+    """
+    pixels = load_image(image)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != pixels.shape[:2]:
+        raise UserInputError(f"mask must be (H, W) = {pixels.shape[:2]} like the image, got {mask.shape}")
+    if not mask.any():
+        raise UserInputError("The mask is empty: there is nothing to cut out")
+    x1, y1, x2, y2 = sv.mask_to_xyxy(mask[None])[0].astype(int)
+    alpha = mask.astype(np.uint8) * 255
+    return np.dstack([pixels, alpha])[y1 : y2 + 1, x1 : x2 + 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -66,9 +67,25 @@ def _load_path(path: Path, max_pixels: int | None = None) -> np.ndarray:
         raise InvalidImageError(f"Not an image file: {path} is a directory or special file")
     if path.stat().st_size == 0:
         raise InvalidImageError(f"Cannot read image {path}: the file is empty (0 bytes)")
+    return _decode(path, str(path), max_pixels)
+
+
+def load_image_bytes(data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:
+    """Decodes an encoded image held in memory (an upload) as :func:`load_image` decodes a file: EXIF orientation
+    applied, ``max_pixels`` checked from the header before decoding. ``name`` names it in error messages.
+
+    Raises:
+        InvalidImageError: the bytes are not a readable image, or it is over ``max_pixels``.
+    """
+    if not data:
+        raise InvalidImageError(f"Cannot read image {name}: it is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source, name: str, max_pixels: int | None) -> np.ndarray:
     try:
-        with Image.open(path) as image:
-            _check_size(image.size, max_pixels, f"Image {path}")  # from the header: nothing decoded yet
+        with Image.open(source) as image:
+            _check_size(image.size, max_pixels, f"Image {name}")  # from the header: nothing decoded yet
             image.load()
             image = ImageOps.exif_transpose(image)
             return pil_to_rgb_array(image)
@@ -76,10 +93,10 @@ def _load_path(path: Path, max_pixels: int | None = None) -> np.ndarray:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         # Pillow raises OSError for truncated files and SyntaxError/ValueError for some corrupt headers.
-        raise InvalidImageError(f"Cannot read image {path}: {error}") from None
+        raise InvalidImageError(f"Cannot read image {name}: {error}") from None
     except Image.DecompressionBombError as error:
         raise InvalidImageError(
-            f"Cannot read image {path}: {error} Raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+            f"Cannot read image {name}: {error} Raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
         ) from None
 
 

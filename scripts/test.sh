@@ -16,7 +16,7 @@ if [ ! -f "$venv/.complete" ]; then
 fi
 # shellcheck disable=SC1091
 source "$venv/bin/activate"
-python -m pip install --quiet -e ".[dev,autodistill,ray]"
+python -m pip install --quiet -e ".[dev,autodistill,ray,app]"
 # Meta's sam2 is a source package built against the torch installed above: no second torch, no CUDA extension.
 python -m pip install --quiet "setuptools>=77" wheel
 SAM2_BUILD_CUDA=0 python -m pip install --quiet --no-build-isolation -e ".[parity]"

@@ -12,7 +12,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
-from grounded_sam.annotate import annotate
+from grounded_sam.annotate import annotate, cutout
 from grounded_sam.detections import CLASS_NAME, detections_to_json
 from grounded_sam.errors import UserInputError
 from grounded_sam.images import DEFAULT_MAX_PIXELS
@@ -32,12 +32,15 @@ def predict_files(
     progress: bool = True,
     workers: int = 4,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    cutouts: bool = False,
 ) -> dict:
     """Runs ``model`` (a ``GroundedSAM2``) on an image file or every image of a folder.
 
     Writes ``output/NAME.jpg`` (the image with masks, boxes and "class 0.87" labels) and ``output/NAME.json``
     (``image``, ``width``, ``height`` and ``detections``: :func:`grounded_sam.detections.detections_to_json`) per
-    image; names are the folder's relative paths flattened as in labeling. Unreadable images, images over
+    image; names are the folder's relative paths flattened as in labeling. With ``cutouts``, also
+    ``output/cutouts/NAME_I.png`` for detection I of the JSON (:func:`grounded_sam.annotate.cutout`: the object on a
+    transparent background, cropped to its mask; none for an empty mask). Unreadable images, images over
     ``max_pixels``, images whose name is not valid UTF-8 and images the model fails on alone are skipped and listed.
     Images are decoded on ``workers`` threads ahead of the model, pictures drawn on ``workers`` threads behind it and
     written on one (:class:`grounded_sam.pipeline.engine.Engine`).
@@ -47,7 +50,7 @@ def predict_files(
     Returns counts: found, written, skipped, per_class, output.
     """
     source, output = Path(source), Path(output)
-    plan = plan_predict_files(source, output, recursive)
+    plan = plan_predict_files(source, output, recursive, cutouts)
     root, relative, names = plan["root"], plan["sources"], plan["names"]
     summary = {
         "found": plan["found"],
@@ -60,17 +63,22 @@ def predict_files(
     manifest = real_directory(output, STATE_DIR) / PREDICT_MANIFEST
     earlier = set(listed_files(manifest))
     _write_manifest(manifest, earlier | set(plan["files"]))  # before any is written: a killed run leaves none unlisted
-    written: set[str] = set()
+    if cutouts:  # listed above as ours: what is inside it is ours too (its names are not known before the run)
+        real_directory(output, CUTOUTS_DIR)
+    written: set[str] = {CUTOUTS_DIR} if cutouts else set()
 
     def render(item, image, detections):  # on the engine's conversion threads, in any order
-        return _render(str(root / item), image, detections)
+        return _render(str(root / item), image, detections, cutouts)
 
     def write(item, image, rendered):  # on the engine's background thread, in order
-        picture, content, class_names = rendered
+        picture, content, class_names, pieces = rendered
         stem = PurePosixPath(names[item]).stem
         atomic_write_bytes(output / f"{stem}.jpg", picture)
         atomic_write_text(output / f"{stem}.json", content)
         written.update((f"{stem}.jpg", f"{stem}.json"))
+        for index, piece in pieces:
+            atomic_write_bytes(output / CUTOUTS_DIR / f"{stem}_{index}.png", piece)
+            written.add(f"{CUTOUTS_DIR}/{stem}_{index}.png")
         summary["written"] += 1
         summary["per_class"].update(class_names)
 
@@ -88,9 +96,10 @@ def _write_manifest(path: Path, files: set[str]) -> None:
 
 
 PREDICT_MANIFEST = "predict.json"
+CUTOUTS_DIR = "cutouts"
 
 
-def plan_predict_files(source: Path, output: Path, recursive: bool = False) -> dict:
+def plan_predict_files(source: Path, output: Path, recursive: bool = False, cutouts: bool = False) -> dict:
     """Everything ``predict_files`` checks before a model is needed: the images, their output names, and that the
     output folder takes them without replacing a file grounded-sam did not write.
 
@@ -122,8 +131,10 @@ def plan_predict_files(source: Path, output: Path, recursive: bool = False) -> d
     relative = without_undecodable_names(found, skipped)
     names = output_names(relative)
     files = [f"{PurePosixPath(name).stem}{suffix}" for name in names.values() for suffix in (".jpg", ".json")]
+    files += [CUTOUTS_DIR] * cutouts
     if output.is_dir():
         real_directory(output, STATE_DIR, create=False)
+        real_directory(output, CUTOUTS_DIR, create=False)
         ours = set(listed_files(output / STATE_DIR / PREDICT_MANIFEST))
         foreign = [name for name in files if name not in ours and os.path.lexists(output / name)]
         if foreign:
@@ -135,10 +146,21 @@ def plan_predict_files(source: Path, output: Path, recursive: bool = False) -> d
     return {"root": root, "sources": relative, "names": names, "files": files, "found": len(found), "skipped": skipped}
 
 
-def _render(source: str, image: np.ndarray, detections: sv.Detections) -> tuple[bytes, str, list[str]]:
-    """The annotated picture as JPEG bytes, the JSON text (:func:`detections_to_json`) and the class names."""
+def _render(source: str, image: np.ndarray, detections: sv.Detections, cutouts: bool = False) -> tuple:
+    """The annotated picture as JPEG bytes, the JSON text (:func:`detections_to_json`), the class names, and with
+    ``cutouts`` (index, PNG bytes) of each detection's cut-out."""
     picture = io.BytesIO()
     Image.fromarray(annotate(image, detections)).save(picture, format="JPEG", quality=92)
     height, width = image.shape[:2]
     content = {"image": source, "width": width, "height": height, "detections": detections_to_json(detections)}
-    return picture.getvalue(), json.dumps(content, ensure_ascii=False), detections.data[CLASS_NAME].tolist()
+    pieces = []
+    if cutouts and detections.mask is not None:
+        pieces = [(i, png_bytes(cutout(image, mask))) for i, mask in enumerate(detections.mask) if mask.any()]
+    return picture.getvalue(), json.dumps(content, ensure_ascii=False), detections.data[CLASS_NAME].tolist(), pieces
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """(H, W, 3) RGB or (H, W, 4) RGBA uint8, or (H, W) uint8 gray -> PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -30,7 +30,12 @@ logger = logging.getLogger(__name__)
 
 PHRASE_GROUNDING = "phrase_grounding"
 OPEN_VOCABULARY = "open_vocabulary"
-_TASK_TOKENS = {PHRASE_GROUNDING: "<CAPTION_TO_PHRASE_GROUNDING>", OPEN_VOCABULARY: "<OPEN_VOCABULARY_DETECTION>"}
+OBJECT_DETECTION = "object_detection"  # Florence-2's own "<OD>": every object it knows, no prompt
+_TASK_TOKENS = {
+    PHRASE_GROUNDING: "<CAPTION_TO_PHRASE_GROUNDING>",
+    OPEN_VOCABULARY: "<OPEN_VOCABULARY_DETECTION>",
+    OBJECT_DETECTION: "<OD>",
+}
 TASKS = tuple(_TASK_TOKENS)
 
 
@@ -60,13 +65,18 @@ class Florence2Detector:
     Args:
         model: a ``Florence2ForConditionalGeneration`` in eval mode, on its device.
         processor: the matching ``Florence2Processor``.
-        ontology: prompts to look for and the class each labels.
+        ontology: prompts to look for and the class each labels. With ``task="object_detection"`` it may be None.
         task: ``"phrase_grounding"`` (one caption holding every prompt, one sequence per image; split over several
-            captions when too long for the encoder) or ``"open_vocabulary"`` (one sequence per image x prompt pair).
-            Either way each image's vision features are computed once.
+            captions when too long for the encoder), ``"open_vocabulary"`` (one sequence per image x prompt pair) or
+            ``"object_detection"`` (Florence-2's ``<OD>`` task: no prompt, one sequence per image naming every object
+            it finds). Either way each image's vision features are computed once.
         max_new_tokens: generation budget per sequence.
         num_beams: 1 is greedy search; more uses beam search (slower).
         autocast_dtype: run under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16`` on CUDA), or None.
+
+    With ``"object_detection"`` and an ontology, the objects whose name matches a prompt are kept, under that prompt's
+    class; without one, every name Florence-2 writes is a class of its own, and class_id indexes
+    :attr:`found_classes` (the names in first-seen order, kept across calls so ids stay stable).
 
     One detector serves one thread at a time (its confidence hook records one ``generate`` call). A prompt too long
     for Florence-2 is refused here, once.
@@ -76,14 +86,17 @@ class Florence2Detector:
         self,
         model,
         processor,
-        ontology: CaptionOntology,
+        ontology: CaptionOntology | None,
         task: str = PHRASE_GROUNDING,
         max_new_tokens: int = 1024,
         num_beams: int = 1,
         autocast_dtype: torch.dtype | None = None,
     ):
         check_generation_options(task, max_new_tokens, num_beams)
+        if ontology is None and task != OBJECT_DETECTION:
+            raise UserInputError(f"task={task!r} needs an ontology; only task='object_detection' runs without one")
         self.model, self.processor, self.ontology = model, processor, ontology
+        self.found_classes: list[str] = []
         self.task, self.max_new_tokens, self.num_beams = task, max_new_tokens, num_beams
         self.autocast_dtype = autocast_dtype
         self.generate_options: dict = {}  # more keyword arguments for generate (see compile())
@@ -168,7 +181,8 @@ class Florence2Detector:
 
         Returns:
             One ``sv.Detections`` per image (no masks): xyxy float32 pixels clipped to the image, confidence in
-            [0, 1], class_id into ``ontology.classes()``, data["class_name"] and data["prompt"].
+            [0, 1], class_id into ``ontology.classes()`` (into :attr:`found_classes` for object detection without an
+            ontology), data["class_name"] and data["prompt"] (the name Florence-2 wrote, for object detection).
         """
         if not images:
             return []
@@ -192,11 +206,15 @@ class Florence2Detector:
         """Turns parsed boxes into Detections, dropping boxes whose phrase matches no prompt and degenerate boxes.
 
         ``candidates[i]`` are the prompts box ``i`` may belong to: its caption's prompts, matched by phrase (phrase
-        grounding), or the one prompt it was generated for (open vocabulary, taken as is).
+        grounding, and object detection with an ontology), or the one prompt it was generated for (open vocabulary,
+        taken as is). Object detection without an ontology keeps every box with a name, the name as its class.
         """
         kept, kept_prompts = [], []
         for box, prompts in zip(boxes, candidates):
-            prompt = prompts[0] if self.task == OPEN_VOCABULARY else match_phrase(box.phrase, prompts)
+            if self.ontology is None:
+                prompt = box.phrase or None
+            else:
+                prompt = prompts[0] if self.task == OPEN_VOCABULARY else match_phrase(box.phrase, prompts)
             if prompt is None:
                 logger.debug("dropping box with phrase %r: it matches no prompt", box.phrase)
                 continue
@@ -204,20 +222,33 @@ class Florence2Detector:
             kept_prompts.append(prompt)
         xyxy = bins_to_xyxy(np.array([box.bins for box in kept], dtype=np.float64).reshape(-1, 4), width, height)
         valid = non_degenerate(xyxy)
-        class_names = [self.ontology.promptToClass(prompt) for prompt in kept_prompts]
+        class_names = [self._class_of(prompt) for prompt in kept_prompts]
         return sv.Detections(
             xyxy=xyxy[valid],
             confidence=np.clip(np.array([box.confidence for box in kept], dtype=np.float32), 0, 1)[valid],
-            class_id=np.array([self.ontology.class_id(name) for name in class_names], dtype=int)[valid],
+            class_id=np.array([self._class_id(name) for name in class_names], dtype=int)[valid],
             data={
                 CLASS_NAME: np.array(class_names, dtype=str)[valid],
                 PROMPT: np.array(kept_prompts, dtype=str)[valid],
             },
         )
 
+    def _class_of(self, prompt: str) -> str:
+        return prompt if self.ontology is None else self.ontology.promptToClass(prompt)
+
+    def _class_id(self, class_name: str) -> int:
+        if self.ontology is not None:
+            return self.ontology.class_id(class_name)
+        if class_name not in self.found_classes:
+            self.found_classes.append(class_name)
+        return self.found_classes.index(class_name)
+
     def _rows(self) -> tuple[list[list[str]], dict[str, torch.Tensor]]:
         """Each image's rows, built once: the prompts of each row and the rows' encoder tokens."""
-        if self.task == PHRASE_GROUNDING:
+        if self.task == OBJECT_DETECTION:  # the task token alone (the processor refuses text beside it)
+            row_prompts = [self.ontology.prompts() if self.ontology is not None else []]
+            texts = [""]
+        elif self.task == PHRASE_GROUNDING:
             row_prompts = self.captions()
             texts = [self.caption(prompts) for prompts in row_prompts]
         else:

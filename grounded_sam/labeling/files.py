@@ -92,6 +92,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def append_line(path: Path, line: str) -> None:
+    """Appends ``line`` and a newline to a log file in an existing folder, creating it if missing; never through a
+    link. A write cut by a crash can leave a torn last line: readers skip lines that do not parse."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW | _BINARY, 0o644), "ab") as file:
+        file.write((line + "\n").encode("utf-8"))
+
+
 def place_image(source: Path, destination: Path, link: bool) -> None:
     """Hard-links ``source`` to ``destination`` when ``link`` and the disk allow it, else copies its bytes."""
     if link and _same_file(source, destination):

@@ -37,6 +37,9 @@ class LabelOptions:
     keep_empty: bool = _option(True, "Keep images without detections as negatives.")
     record_confidence: bool = _option(False, "Write the confidences files and the COCO score.")
     overwrite: bool = _option(False, "Replace a dataset labeled with other settings in the output folder.")
+    discard_corrections: bool = _option(
+        False, "With --overwrite: also replace a dataset holding images corrected by hand (grounded-sam app)."
+    )
     link: bool = _option(True, "Hard-link images into the dataset when possible instead of copying.")
     max_pixels: int | None = _option(
         DEFAULT_MAX_PIXELS,

@@ -7,12 +7,17 @@ JSON form of :func:`grounded_sam.detections.detections_to_json` (plus COCO polyg
 Schema versions: 1 gave the COCO ids as the image was written. 2 writes the record without ids and gives them at
 the end of the run (:func:`give_ids`, in source-path order), so that the ids do not depend on the order in which
 images were finished (several workers finish in any order). Version 1 records are read as they are: they have ids.
+
+Version 2 also adds ``corrected_at`` to the header of an image a person corrected (``grounded-sam app``): the time
+of the last correction, ISO 8601. Version 1 records have none and read the same (not corrected). Each correction is
+also appended to ``.grounded-sam/corrections.jsonl`` (one JSON object a line: time, image, what changed).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from grounded_sam.labeling.files import atomic_write_text
@@ -25,6 +30,7 @@ OWNER_FILE = f"{STATE_DIR}/owner"  # the token of the run that owns the folder n
 WRITERS_FILE = f"{STATE_DIR}/writers"  # locked shared while an image is written, exclusive while cleaning up
 REVIEW_DIR = "review"  # the HTML review page (apps/review.py): it shows this dataset, so it goes with it
 REVIEW_MANIFEST = f"{STATE_DIR}/review.json"  # the review page's files, as apps/review.py wrote them
+CORRECTIONS_LOG = f"{STATE_DIR}/corrections.jsonl"  # what the app's corrections changed, one line each
 RECORD_VERSION = 2
 
 
@@ -74,6 +80,22 @@ def make_header(
     return header
 
 
+def is_corrected(header: dict) -> bool:
+    """Whether a person corrected this image's labels (its record has ``corrected_at``; version 1 records never)."""
+    return bool(header.get("corrected_at"))
+
+
+def corrected_images(root: Path) -> list[str]:
+    """The names of the images of the dataset at ``root`` whose labels a person corrected."""
+    headers = (whole_record_header(path) for path in record_files(root))
+    return [header["name"] for header in headers if header is not None and is_corrected(header)]
+
+
+def now_text() -> str:
+    """The local time as ISO 8601 with its UTC offset, to the second (``2026-12-01T14:05:09+01:00``)."""
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
 def record_text(header: dict, entries_json: str) -> str:
     """The record file's text: the header line, then the entries (already JSON) on one line."""
     return json.dumps(header, ensure_ascii=False) + "\n" + entries_json + "\n"
@@ -103,6 +125,17 @@ def whole_record_header(path: Path) -> dict | None:
         return None
 
 
+def next_ids(root: Path) -> tuple[int, int]:
+    """The image id and the annotation id that come after every id the records of the dataset at ``root`` hold."""
+    next_image, next_annotation = 1, 1
+    for path in record_files(root):
+        header = read_header(path)
+        if "image_id" in header:
+            next_image = max(next_image, header["image_id"] + 1)
+            next_annotation = max(next_annotation, header["annotation_id"] + header["count"])
+    return next_image, next_annotation
+
+
 def give_ids(root: Path) -> int:
     """Gives COCO ids to the records of the dataset at ``root`` that have none, and returns how many it numbered.
 
@@ -112,13 +145,11 @@ def give_ids(root: Path) -> int:
     pass stopped partway has numbered the first records of that order, so the next pass gives the rest the same ids
     the whole pass would have.
     """
-    next_image, next_annotation, unnumbered = 1, 1, []
+    next_image, next_annotation = next_ids(root)
+    unnumbered = []
     for path in record_files(root):
         header = read_header(path)
-        if "image_id" in header:
-            next_image = max(next_image, header["image_id"] + 1)
-            next_annotation = max(next_annotation, header["annotation_id"] + header["count"])
-        else:
+        if "image_id" not in header:
             unnumbered.append((PurePosixPath(header["source"]), path))
     for _, path in sorted(unnumbered):
         with open(path, encoding="utf-8") as file:

@@ -27,6 +27,12 @@ One image's files are written by :class:`ImageWriter`, which depends only on its
 it: the run's background thread, or Ray workers on other machines writing into a shared folder
 (``grounded_sam.integrations.ray``). Only the run that holds the folder's lock may write, and a worker that outlived
 its run writes nothing more once the next run has started (``files.WriterGate``).
+
+A correction (``grounded-sam app``, :meth:`DatasetWriter.rewrite_labels`) replaces one image's record and then its
+label files, under a pending entry like a new image. A pending entry whose record is whole means the label files may
+be older than the record, so they are written again from the record when the dataset is next opened: the record is
+the truth. Corrected images are never relabeled silently: a resumed run skips them like every finished image, and
+``overwrite`` refuses a dataset holding any unless ``discard_corrections`` is set.
 """
 
 from __future__ import annotations
@@ -42,11 +48,13 @@ import numpy as np
 import supervision as sv
 import yaml
 
-from grounded_sam.errors import OutputFolderError, OutputWriteError
+from grounded_sam.detections import detections_from_json
+from grounded_sam.errors import OutputFolderError, OutputWriteError, UserInputError
 from grounded_sam.labeling.files import (
     CocoAssembler,
     FolderLock,
     WriterGate,
+    append_line,
     atomic_write_text,
     place_image,
     real_directory,
@@ -59,18 +67,23 @@ from grounded_sam.labeling.folders import SPLIT_NAMES
 from grounded_sam.labeling.formats import data_yaml, detections_to_record, yolo_lines
 from grounded_sam.labeling.options import LabelOptions
 from grounded_sam.labeling.records import (
+    CORRECTIONS_LOG,
     OWNER_FILE,
     PENDING_DIR,
+    RECORD_VERSION,
     RECORDS_DIR,
     REVIEW_DIR,
     REVIEW_MANIFEST,
     SETTINGS_FILE,
     STATE_DIR,
     WRITERS_FILE,
+    corrected_images,
     give_ids,
     image_files,
     listed_files,
     make_header,
+    next_ids,
+    now_text,
     read_record,
     record_files,
     record_path,
@@ -215,6 +228,8 @@ class DatasetWriter:
 
     def _open(self, settings: dict, overwrite: bool) -> None:
         replace = self._compare_settings(settings, overwrite)
+        if replace and not self.options.discard_corrections:
+            self._refuse_replacing_corrections()
         for folder in self._folders():  # refused before anything is removed or written
             real_directory(self.root, folder, create=False)
         self.gate = self._io(WriterGate.take_over, self.root / OWNER_FILE, self.root / WRITERS_FILE)
@@ -269,16 +284,36 @@ class DatasetWriter:
             )
         return True
 
+    def _refuse_replacing_corrections(self) -> None:
+        corrected = corrected_images(self.root)
+        if corrected:
+            more = f" and {len(corrected) - 1} more" if len(corrected) > 1 else ""
+            raise OutputFolderError(
+                f"{self.root} holds images corrected by hand ({corrected[0]}{more}, see {CORRECTIONS_LOG}); "
+                "overwrite=True would replace them. Use another output folder, or add discard_corrections=True "
+                "to replace the corrected images too (nothing was changed)"
+            )
+
     def _finish_interrupted_images(self) -> None:
-        """Removes the files of images a killed run started writing and never recorded."""
+        """Removes the files of images a killed run started writing and never recorded; an image whose record is
+        whole gets its label files again from the record (a correction may have stopped before writing them)."""
         for entry in sorted(self._pending.glob("*.json")):
             name = entry.name[: -len(".json")]
-            if whole_record_header(record_path(self.root, name)) is None:
+            header = whole_record_header(record_path(self.root, name))
+            if header is None:
                 for split in SPLIT_NAMES:
                     for relative in image_files(split, name):
                         remove_owned_file(self.root, relative)
                 remove_file(record_path(self.root, name))  # a cut record, if any
+            elif header["kept"]:
+                self._labels_from_record(header)
             remove_file(entry)
+
+    def _labels_from_record(self, header: dict) -> None:
+        _, entries = read_record(record_path(self.root, header["name"]))
+        detections = detections_from_json(entries, header["height"], header["width"], self.classes)
+        labels = self.convert(detections, (header["height"], header["width"], 3))
+        self._write_label_files(header["split"], header["name"], labels)
 
     def _remove_dataset(self) -> None:
         """Removes what an earlier run wrote, as its records and manifests list it: records first (each turned into a
@@ -288,6 +323,7 @@ class DatasetWriter:
             remove_file(record)
         self._finish_interrupted_images()
         owned = [f"annotations/instances_{split}.json" for split in SPLIT_NAMES] + ["data.yaml", "report.json"]
+        owned.append(CORRECTIONS_LOG)  # reached only with discard_corrections (see _open)
         for relative in owned + listed_files(self.root / REVIEW_MANIFEST) + [REVIEW_MANIFEST]:
             remove_owned_file(self.root, relative)
         for folder in reversed(self._folders()[1:]):  # deepest first; the state folder and its lock stay
@@ -312,6 +348,34 @@ class DatasetWriter:
     def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape, labels: ConvertedLabels):
         """Writes one finished image (see :meth:`ImageWriter.write`)."""
         self.images.write(source, file, name, split, image_shape, labels)
+
+    def _write_label_files(self, split: str, name: str, labels: ConvertedLabels) -> None:
+        stem = PurePosixPath(name).stem
+        if labels.yolo is not None:
+            atomic_write_text(self.root / split / "labels" / f"{stem}.txt", labels.yolo)
+        if labels.confidences is not None:
+            atomic_write_text(self.root / split / "confidences" / f"{stem}.txt", labels.confidences)
+
+    def rewrite_labels(self, name: str, labels: ConvertedLabels, changes: list | None = None) -> dict:
+        """Replaces the labels of the dataset image named ``name`` with corrected ones (:meth:`convert` of them):
+        its record, marked ``corrected_at``, then its label files, under a pending entry (see the module docstring);
+        the image file stays. ``changes`` (JSON-ready) goes to the corrections log. Returns the new record header;
+        call :meth:`finish` afterwards to rebuild the COCO files. Raises UserInputError for an unknown name."""
+        path = record_path(self.root, name) if PurePosixPath(name).name == name else None
+        header = whole_record_header(path) if path is not None else None
+        if header is None or not header["kept"]:
+            raise UserInputError(f"{name!r} is not an image of the dataset at {self.root}")
+        if labels.count > header["count"]:  # more annotations than its id range holds: a fresh range at the end
+            header["annotation_id"] = next_ids(self.root)[1]
+        header.update(version=RECORD_VERSION, count=labels.count, corrected_at=now_text())
+        pending = self._pending / f"{name}.json"
+        self._io(atomic_write_text, pending, "{}")
+        self._io(atomic_write_text, path, record_text(header, labels.entries_json))
+        self._io(self._write_label_files, header["split"], name, labels)
+        log = {"time": header["corrected_at"], "image": name, "count": labels.count, "changes": changes or []}
+        self._io(append_line, self.root / CORRECTIONS_LOG, json.dumps(log, ensure_ascii=False))
+        self._io(remove_file, pending)
+        return header
 
     def finish(self) -> dict:
         """Cleans up after writers killed during the run (a Ray worker), gives ids to the records that have none,

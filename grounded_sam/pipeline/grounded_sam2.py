@@ -277,11 +277,22 @@ class GroundedSAM2:
         return LabeledDataset(report.output_folder, report=report)
 
     def _filter(self, detections: sv.Detections) -> sv.Detections:
-        if detections.confidence is not None:
-            detections = detections[detections.confidence >= self.min_confidence]
-        if self.nms_threshold is not None and len(detections) > 1:
-            detections = detections.with_nms(threshold=self.nms_threshold, class_agnostic=self.class_agnostic_nms)
-        return detections
+        return filter_boxes(detections, self.min_confidence, self.nms_threshold, self.class_agnostic_nms)
+
+
+def filter_boxes(
+    detections: sv.Detections,
+    min_confidence: float = 0.0,
+    nms_threshold: float | None = 0.7,
+    class_agnostic_nms: bool = False,
+) -> sv.Detections:
+    """The boxes a pipeline keeps between detection and segmentation: confidence at ``min_confidence`` or above, then
+    supervision's NMS (``nms_threshold`` None: no NMS)."""
+    if detections.confidence is not None:
+        detections = detections[detections.confidence >= min_confidence]
+    if nms_threshold is not None and len(detections) > 1:
+        detections = detections.with_nms(threshold=nms_threshold, class_agnostic=class_agnostic_nms)
+    return detections
 
 
 def _load_detector(spec: PipelineSpec, ontology: CaptionOntology, device: torch.device, autocast_dtype):

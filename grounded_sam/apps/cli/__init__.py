@@ -1,6 +1,6 @@
 """The ``grounded-sam`` command: ``predict`` (segment images by text), ``label`` (a folder into a dataset),
-``review`` (an HTML page of a dataset), ``eval`` and ``compare`` (label quality against hand-labeled images),
-``models`` (what is cached, download, tiny models).
+``review`` (an HTML page of a dataset), ``app`` (the local web app), ``eval`` and ``compare`` (label quality against
+hand-labeled images), ``models`` (what is cached, download, tiny models).
 
 One module per command; nothing heavy is imported until a command runs, so ``--help`` stays fast.
 """
@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from grounded_sam import __version__
+from grounded_sam.apps.cli.app import app as app_command
 from grounded_sam.apps.cli.compare import compare
 from grounded_sam.apps.cli.eval import evaluate
 from grounded_sam.apps.cli.label import label
@@ -34,6 +35,7 @@ app.command()(label)
 app.command()(review)
 app.command(name="eval")(evaluate)
 app.command()(compare)
+app.command("app")(app_command)
 app.add_typer(models_app, name="models")
 
 

@@ -144,13 +144,13 @@ def ontology_from(prompts: list[str] | None, path: Path | None):
 
 
 def pipeline_spec(ontology, florence, sam, preset, device, dtype, min_confidence, nms, compile=False, **options):
-    """The pipeline these options describe (options checked, nothing loaded). ``options``: more PipelineSpec fields,
-    as the flags give them (``detector``, ``detector_model``, ``box_threshold``, ``text_threshold``, ``backend`` and
-    the mask clean-up's)."""
+    """The pipeline these options describe (options checked, nothing loaded); ``ontology`` None: no prompts yet.
+    ``options``: more PipelineSpec fields, as the flags give them (``detector``, ``detector_model``,
+    ``box_threshold``, ``text_threshold``, ``backend`` and the mask clean-up's)."""
     from grounded_sam.pipeline.spec import PipelineSpec
 
     return PipelineSpec(
-        ontology.to_dict(),
+        ontology.to_dict() if ontology is not None else {},
         florence=florence,
         sam=sam,
         preset=preset,

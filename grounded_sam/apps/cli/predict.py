@@ -67,6 +67,9 @@ def predict(
     max_sprinkle_area: MaxSprinkleArea = 0,
     keep_largest_part: KeepLargestPart = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    cutout: Annotated[
+        bool, typer.Option(help="Also cutouts/NAME_I.png: each object on a transparent background.")
+    ] = False,
 ) -> None:
     """Segment images by text: writes NAME.jpg (masks, boxes, "class 0.87") and NAME.json per image.
 
@@ -94,11 +97,17 @@ def predict(
         max_sprinkle_area=max_sprinkle_area,
         keep_largest_part=keep_largest_part,
     )
-    plan_predict_files(source, output, recursive)
+    plan_predict_files(source, output, recursive, cutout)
     spec.check_prompts()
     spec.settings()  # the device and precision
     summary = predict_files(
-        spec.build(), source, output, recursive=recursive, batch_size=batch_size, max_pixels=max_pixels or None
+        spec.build(),
+        source,
+        output,
+        recursive=recursive,
+        batch_size=batch_size,
+        max_pixels=max_pixels or None,
+        cutouts=cutout,
     )
     out = console()
     out.print(
