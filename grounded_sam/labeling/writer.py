@@ -40,6 +40,7 @@ from grounded_sam.errors import OutputFolderError, OutputWriteError
 from grounded_sam.labeling.files import (
     CocoAssembler,
     FolderLock,
+    atomic_write_bytes,
     atomic_write_text,
     place_image,
     real_directory,
@@ -231,13 +232,15 @@ class DatasetWriter:
         entries = detections_to_record(detections, options.coco_segmentation, options.polygon_approximation)
         return ConvertedLabels(len(detections), yolo, confidences, json.dumps(entries))
 
-    def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape, labels: ConvertedLabels):
+    def write(
+        self, source: PurePosixPath, file: Path | bytes, name: str, split: str, image_shape, labels: ConvertedLabels
+    ):
         """Writes one finished image: its copy, label files and record (last). Images are written one at a time,
         in order (ids are handed out here).
 
         Args:
             source: path relative to the input folder (recorded, and the key for resuming).
-            file: the source file to copy or link.
+            file: the source file to copy or link, or the image file's bytes (a video frame encoded by the caller).
             name: its file name in the dataset (see ``folders.output_names``).
             split: "train", "valid" or "test".
             image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
@@ -249,7 +252,10 @@ class DatasetWriter:
         self._io(atomic_write_text, pending, "{}")
         if kept:
             destination = self.root / split / "images" / name
-            self._io(place_image, file, destination, self.options.link, target=destination)
+            if isinstance(file, bytes):
+                self._io(atomic_write_bytes, destination, file, target=destination)
+            else:
+                self._io(place_image, file, destination, self.options.link, target=destination)
             stem = PurePosixPath(name).stem
             if labels.yolo is not None:
                 self._io(atomic_write_text, self.root / split / "labels" / f"{stem}.txt", labels.yolo)

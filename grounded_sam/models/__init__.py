@@ -1,6 +1,7 @@
 """Where models come from: presets, hub ids, local folders and Meta's checkpoint files -> loaded transformers models.
 
-``load_florence2(source, device)`` and ``load_sam2(source, device)`` return (model, processor) in eval mode.
+``load_florence2(source, device)`` and ``load_sam2(source, device)`` return (model, processor) in eval mode;
+``load_sam2_video(source, device)`` returns SAM 2's video model (memory bank included) from the same sources.
 """
 
 from grounded_sam.errors import ModelNotAvailableError
@@ -9,6 +10,7 @@ from grounded_sam.models.hub import (
     is_cached,
     load_florence2,
     load_sam2,
+    load_sam2_video,
     require_available,
     source_identity,
 )
@@ -22,6 +24,7 @@ __all__ = [
     "is_cached",
     "load_florence2",
     "load_sam2",
+    "load_sam2_video",
     "require_available",
     "resolve_preset",
     "source_identity",

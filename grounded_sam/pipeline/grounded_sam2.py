@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import supervision as sv
@@ -11,9 +11,9 @@ import torch
 
 from grounded_sam.detection.base import part_settings
 from grounded_sam.detection.florence2 import PHRASE_GROUNDING, Florence2Detector
-from grounded_sam.device import chunks, resolve_autocast_dtype, resolve_device
+from grounded_sam.device import chunks, precision_name, resolve_autocast_dtype, resolve_device
 from grounded_sam.errors import UserInputError
-from grounded_sam.images import ImageInput, load_image
+from grounded_sam.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from grounded_sam.models.hub import load_florence2, load_sam2, require_available
 from grounded_sam.ontology import CaptionOntology
 from grounded_sam.pipeline.spec import PipelineSpec, pipeline_settings
@@ -48,6 +48,9 @@ class GroundedSAM2:
             are then not used.
         segmenter: a built segmenter to use instead of loading SAM 2: any object with
             ``segment(images, detections) -> list[sv.Detections]``, such as :class:`~grounded_sam.Segmenter`.
+        video_segmenter: the :class:`~grounded_sam.VideoSegmenter` :meth:`track` uses; by default it is loaded on
+            the first ``track`` call from the same SAM 2 source. ``segmenter=video.image_segmenter(),
+            video_segmenter=video`` holds one SAM 2 in memory for images and video.
 
     ``spec`` holds what the pipeline was built from (a :class:`PipelineSpec`) when it loaded both models itself, else
     None.
@@ -73,6 +76,7 @@ class GroundedSAM2:
         *,
         detector=None,
         segmenter=None,
+        video_segmenter=None,
     ):
         if not isinstance(ontology, CaptionOntology):
             raise UserInputError(
@@ -107,7 +111,7 @@ class GroundedSAM2:
             class_agnostic_nms,
         )
         self.spec = spec if detector is None and segmenter is None else None
-        self.detector, self.segmenter = detector, segmenter
+        self.detector, self.segmenter, self.video_segmenter = detector, segmenter, video_segmenter
         if detector is None or segmenter is None:
             resolved = resolve_device(device)
             autocast_dtype = resolve_autocast_dtype(dtype, resolved)
@@ -184,6 +188,58 @@ class GroundedSAM2:
         """Runs one batch of already-loaded (H, W, 3) uint8 RGB arrays through detection, filtering and segmentation."""
         boxes = [self._filter(found) for found in self.detector.detect(images)]
         return self.segmenter.segment(images, boxes)
+
+    def track(
+        self,
+        video,
+        detect_every: int = 10,
+        iou_threshold: float = 0.5,
+        patience: int = 30,
+        offload: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> Iterator[tuple[int, sv.Detections]]:
+        """Tracks the ontology's prompts through a video: detection on the first frame and every ``detect_every``
+        frames, SAM 2's video model with its memory on every frame (:mod:`grounded_sam.pipeline.tracking`).
+
+        Args:
+            video: a video file, a folder of frames, or a list or iterator of (H, W, 3) uint8 RGB arrays; decoded
+                one frame at a time.
+            detect_every: frames between detections; a detection that overlaps no tracked object starts a new one.
+            iou_threshold: mask IoU at or above which a detection is the object already tracked there.
+            patience: frames an object may be absent (SAM 2's object score <= 0) in a row before it ends.
+            offload: keep SAM 2's state on the CPU (long videos on a small GPU).
+            max_pixels: refuse frames with more pixels than this (None: no limit).
+
+        Returns:
+            an iterator of ``(frame_index, sv.Detections)`` for every frame that decodes, in order: mask (n, H, W)
+            bool, xyxy (n, 4) float32 the mask's box, tracker_id (n,) the object's id (from 1, never reused),
+            confidence (n,) float32 SAM 2's object score as a probability, class_id, data["class_name"] and
+            data["prompt"] of the detection that started the object, data["object_score"] the score logit.
+        """
+        from grounded_sam.pipeline.tracking import TrackingOptions, track_by_text
+
+        options = TrackingOptions(detect_every, iou_threshold, patience, offload)
+
+        def detect(images):
+            return [self._filter(found) for found in self.detector.detect(images)]
+
+        return track_by_text(detect, self._video_segmenter(), video, options, max_pixels)
+
+    def _video_segmenter(self):
+        if self.video_segmenter is None:
+            from grounded_sam.segmentation.video import VideoSegmenter
+
+            if self.spec is not None:
+                source, size = self.spec.sam_source, self.spec.sam_size
+            elif getattr(getattr(self.segmenter, "model", None), "config", None) is not None:
+                source, size = self.segmenter.model.config.name_or_path, None
+            else:
+                raise UserInputError(
+                    "track() needs SAM 2's video model: pass GroundedSAM2(..., video_segmenter=VideoSegmenter(...))"
+                )
+            precision = precision_name(getattr(self.segmenter, "autocast_dtype", None))
+            self.video_segmenter = VideoSegmenter(sam=source, device=self.device, dtype=precision, sam_size=size)
+        return self.video_segmenter
 
     def refine(
         self,

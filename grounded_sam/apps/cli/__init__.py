@@ -1,5 +1,6 @@
 """The ``grounded-sam`` command: ``predict`` (segment images by text), ``label`` (a folder into a dataset),
-``review`` (an HTML page of a dataset), ``models`` (what is cached, download, tiny models).
+``review`` (an HTML page of a dataset), ``track`` (a video by text), ``models`` (what is cached, download, tiny
+models).
 
 One module per command; nothing heavy is imported until a command runs, so ``--help`` stays fast.
 """
@@ -18,6 +19,7 @@ from grounded_sam.apps.cli.label import label
 from grounded_sam.apps.cli.models import models_app
 from grounded_sam.apps.cli.predict import predict
 from grounded_sam.apps.cli.review import review
+from grounded_sam.apps.cli.track import track
 
 # rich_markup_mode=None: plain help, which keeps "[...]" in help texts and reads well when piped.
 app = typer.Typer(
@@ -29,6 +31,7 @@ app = typer.Typer(
 app.command()(predict)
 app.command()(label)
 app.command()(review)
+app.command()(track)
 app.add_typer(models_app, name="models")
 
 
