@@ -166,6 +166,8 @@ def build_tiny_sam2(directory: str | os.PathLike, seed: int = 0) -> Path:
     with torch.no_grad():  # random also where transformers initialises zeros (no-memory and no-object embeddings)
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.02)
+        # random weights score every object within 0.01 of the present / absent boundary: objects are present
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.add_(1.0)
     model.save_pretrained(directory)
     side = SAM_IMAGE_SIZE
     Sam2VideoProcessor(

@@ -235,7 +235,8 @@ class _FileFrames(VideoFrames):
 
 
 def _reason(error: Exception) -> str:
-    return " ".join(str(error).split())[:200]
+    """FFmpeg's message without its error number ("Invalid data found when processing input")."""
+    return " ".join((getattr(error, "strerror", None) or str(error)).split())[:200]
 
 
 def _natural_key(path: Path):
