@@ -92,3 +92,11 @@ def test_the_gpu_check_summary_reads_what_the_benchmarks_print(tmp_path):
     assert "61.25 images/s = **24.5x** the usual loop | >= 20x |" in summary
     rows = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(rows) == 2 and '"floor_percent": 19' in rows[1] and '"peak_gpu_mb": 31000.0' in rows[1]
+
+
+def test_video_memory_runs_both_ways_on_the_same_frames(sam_dir, capsys):
+    video_memory = _load("video_memory")
+    rows = video_memory.main([3, 6], ["stream", "usual"], str(sam_dir), "cpu", 1)
+    assert [(row["mode"], row["frames"]) for row in rows] == [("stream", 3), ("usual", 3), ("stream", 6), ("usual", 6)]
+    assert all(row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0 and row["fps"] > 0 for row in rows)
+    assert "stream: peak RSS 3 -> 6 frames" in capsys.readouterr().out
