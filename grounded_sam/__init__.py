@@ -21,6 +21,7 @@ _WHERE = {
     "GroundedSAMError": "grounded_sam.errors",
     "ImageState": "grounded_sam.segmentation",
     "InvalidImageError": "grounded_sam.errors",
+    "InvalidVideoError": "grounded_sam.errors",
     "LabelOptions": "grounded_sam.labeling",
     "LabelReport": "grounded_sam.labeling",
     "LabeledDataset": "grounded_sam.labeling",
@@ -34,6 +35,7 @@ _WHERE = {
     "Sam3Backend": "grounded_sam.segmentation",
     "Segmenter": "grounded_sam.segmentation",
     "UserInputError": "grounded_sam.errors",
+    "VideoSegmenter": "grounded_sam.segmentation.video",
     "annotate": "grounded_sam.annotate",
     "label_folder": "grounded_sam.labeling",
     "load_image": "grounded_sam.images",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from grounded_sam.errors import (
         GroundedSAMError,
         InvalidImageError,
+        InvalidVideoError,
         ModelNotAvailableError,
         OutputFolderError,
         OutputWriteError,
@@ -64,3 +67,4 @@ if TYPE_CHECKING:
     from grounded_sam.ontology import CaptionOntology
     from grounded_sam.pipeline import GroundedSAM2, PipelineSpec
     from grounded_sam.segmentation import ImageState, Sam2Segmenter, Sam3Backend, Segmenter
+    from grounded_sam.segmentation.video import VideoSegmenter

@@ -24,7 +24,11 @@ def detection_labels(detections: sv.Detections) -> list[str]:
 
 
 def annotate(
-    image: ImageInput, detections: sv.Detections, labels: Sequence[str] | None = None, opacity: float = 0.5
+    image: ImageInput,
+    detections: sv.Detections,
+    labels: Sequence[str] | None = None,
+    opacity: float = 0.5,
+    color_lookup: sv.ColorLookup | None = None,
 ) -> np.ndarray:
     """Draws masks, boxes and labels on a copy of ``image``.
 
@@ -33,14 +37,16 @@ def annotate(
         detections: results for that image (masks optional).
         labels: one text per detection; default "class 0.87".
         opacity: mask opacity.
+        color_lookup: what the colours follow (``sv.ColorLookup.TRACK``: the tracker id); default the class, or
+            the row when there is no class_id.
 
     Returns:
-        (H, W, 3) uint8 RGB array. Colours follow the class (or the row when there is no class_id).
+        (H, W, 3) uint8 RGB array.
     """
     canvas = load_image(image).copy()
     if len(detections) == 0:
         return canvas
-    lookup = sv.ColorLookup.CLASS if detections.class_id is not None else sv.ColorLookup.INDEX
+    lookup = color_lookup or (sv.ColorLookup.CLASS if detections.class_id is not None else sv.ColorLookup.INDEX)
     resolution = (canvas.shape[1], canvas.shape[0])
     thickness = sv.calculate_optimal_line_thickness(resolution)
     if detections.mask is not None:

@@ -20,6 +20,10 @@ class InvalidImageError(UserInputError):
     """An input could not be read as an image; the message says which input and why."""
 
 
+class InvalidVideoError(UserInputError):
+    """An input could not be read as a video (or a folder or list of frames); the message says which and why."""
+
+
 class OutputFolderError(UserInputError):
     """The output folder holds something a run must not write over; the message says what and what to do."""
 

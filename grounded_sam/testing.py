@@ -156,10 +156,33 @@ def _script_decoder(model, target_ids: list[int]) -> None:
 
 
 def build_tiny_sam2(directory: str | os.PathLike, seed: int = 0) -> Path:
-    """Builds a tiny SAM 2 (Hiera backbone, 128-pixel input) with random weights and saves model and processor."""
-    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
+    """Builds a tiny SAM 2 (Hiera backbone, 128-pixel input) with random weights and saves it as the hub's sam2.1
+    repos are saved: a ``Sam2VideoModel`` and its processor, so that the folder loads as ``Sam2Model`` (images) and
+    as ``Sam2VideoModel`` (video, with its memory bank) alike."""
+    from transformers import Sam2ImageProcessor, Sam2VideoModel, Sam2VideoProcessor, Sam2VideoVideoProcessor
 
     directory = Path(directory)
+    torch.manual_seed(seed)
+    model = Sam2VideoModel(_tiny_sam2_video_config()).eval()
+    with torch.no_grad():  # random also where transformers initialises zeros (no-memory and no-object embeddings)
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+        # random weights score every object within 0.01 of the present / absent boundary: objects are present
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.add_(1.0)
+    model.save_pretrained(directory)
+    side = SAM_IMAGE_SIZE
+    Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(
+            size={"height": side, "width": side}, mask_size={"height": side // 4, "width": side // 4}
+        ),
+        video_processor=Sam2VideoVideoProcessor(size={"height": side, "width": side}),
+    ).save_pretrained(directory)
+    return directory
+
+
+def _tiny_sam2_video_config():
+    from transformers import Sam2VideoConfig
+
     side = SAM_IMAGE_SIZE
     backbone = dict(
         model_type="sam2_hiera_det_model",
@@ -179,25 +202,34 @@ def build_tiny_sam2(directory: str | os.PathLike, seed: int = 0) -> Path:
         global_attention_blocks=[3],
     )
     feature_sizes = [[side // 4, side // 4], [side // 8, side // 8], [side // 16, side // 16]]
-    config = Sam2Config(
+    # The memory bank scaled down with the image path (8 x 8 memory tokens), within two limits of transformers'
+    # Sam2VideoModel: memory cross-attention is built with kv_in_dim=64 whatever the config says, so the memory
+    # channels stay 64; object pointers are split into 64-wide tokens only when the hidden size is larger than 64
+    # (else the concatenation with the memories fails), hence a hidden size of 128.
+    return Sam2VideoConfig(
         vision_config=dict(
+            model_type="sam2_vision_model",
             backbone_config=backbone,
             backbone_channel_list=[96, 48, 24, 12],
             backbone_feature_sizes=feature_sizes,
-            fpn_hidden_size=32,
+            fpn_hidden_size=128,
         ),
-        prompt_encoder_config=dict(hidden_size=32, image_size=side, patch_size=16, mask_input_channels=4),
+        prompt_encoder_config=dict(hidden_size=128, image_size=side, patch_size=16, mask_input_channels=4),
         mask_decoder_config=dict(
-            hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+            hidden_size=128, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
         ),
+        image_size=side,
+        memory_attention_hidden_size=128,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_attention_rope_feat_sizes=[side // 16, side // 16],
+        memory_encoder_hidden_size=128,
+        memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128,
+        memory_fuser_intermediate_dim=64,
+        memory_fuser_num_layers=1,
     )
-    torch.manual_seed(seed)
-    Sam2Model(config).eval().save_pretrained(directory)
-    image_processor = Sam2ImageProcessor(
-        size={"height": side, "width": side}, mask_size={"height": side // 4, "width": side // 4}
-    )
-    Sam2Processor(image_processor=image_processor).save_pretrained(directory)
-    return directory
 
 
 # --- Grounding DINO, OWLv2 and SAM 3 -----------------------------------------------------------------------------

@@ -100,3 +100,11 @@ def test_detector_speed_benchmark_runs_each_detector(kind, tmp_path):
     result = detectors.measure(kind, tiny=True, repeats=1, tokens=8, workdir=tmp_path)
     assert result["detector"] == kind and result["s_per_image"] > 0 and result["params_M"] > 0
     assert result["stages_s"] and all(seconds >= 0 for seconds in result["stages_s"].values())
+
+
+def test_video_memory_runs_both_ways_on_the_same_frames(sam_dir, capsys):
+    video_memory = _load("video_memory")
+    rows = video_memory.main([3, 6], ["stream", "usual"], str(sam_dir), "cpu", 1)
+    assert [(row["mode"], row["frames"]) for row in rows] == [("stream", 3), ("usual", 3), ("stream", 6), ("usual", 6)]
+    assert all(row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0 and row["fps"] > 0 for row in rows)
+    assert "stream: peak RSS 3 -> 6 frames" in capsys.readouterr().out

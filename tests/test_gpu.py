@@ -112,3 +112,43 @@ def test_compiled_decoding_records_cuda_graphs_once_and_then_replays(cuda_models
     for compiled_result, eager_result in zip(results, eager):
         assert np.array_equal(compiled_result.class_id, eager_result.class_id)
         np.testing.assert_allclose(compiled_result.xyxy, eager_result.xyxy, atol=1.0)
+
+
+def _moving_frames(count: int, height: int = 240, width: int = 320) -> list[np.ndarray]:
+    """A textured background with a red box moving right: something for SAM 2's memory to follow."""
+    background = np.random.default_rng(1).integers(40, 200, (height, width, 3), dtype=np.uint8)
+    frames = []
+    for index in range(count):
+        frame = background.copy()
+        x = 20 + (2 * index) % 200
+        frame[60:140, x : x + 80] = (220, 40, 40)
+        frames.append(frame)
+    return frames
+
+
+def test_video_tracking_on_cuda_keeps_gpu_memory_flat_and_offloading_changes_no_id(sam_dir):
+    """Issue 15 on a GPU: bf16 autocast tracking yields every frame, peak GPU memory for 120 frames stays within 15 %
+    of 20 frames' (the state SAM 2 will not read again is released), and the CPU-offloaded state tracks the same
+    objects on the same frames."""
+    from grounded_sam import VideoSegmenter
+
+    segmenter = VideoSegmenter(sam=sam_dir, device="cuda")
+    frames, boxes = _moving_frames(120), {0: {1: [20, 60, 100, 140], 2: [200, 150, 300, 230]}}
+
+    def peak(count: int, offload: bool = False):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        results = list(segmenter.track(frames[:count], boxes=boxes, offload=offload))
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(), results
+
+    short, _ = peak(20)
+    long, results = peak(120)
+    assert [index for index, _ in results] == list(range(120))
+    for _, detections in results:
+        assert detections.mask.dtype == bool and detections.mask.shape[1:] == (240, 320)
+        assert set(detections.tracker_id) <= {1, 2}
+    assert long <= 1.15 * short, f"peak GPU memory {short} bytes for 20 frames, {long} for 120"
+    _, offloaded = peak(120, offload=True)
+    assert [list(d.tracker_id) for _, d in offloaded] == [list(d.tracker_id) for _, d in results]

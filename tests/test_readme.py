@@ -72,6 +72,17 @@ def _gold_set(photos: Path, gold: Path) -> None:
     (gold / "instances.json").write_text(json.dumps(truth))
 
 
+def _clip(path: Path, picture: np.ndarray, frames: int = 24) -> None:
+    """A short mp4 (OpenCV's mp4v) of a picture panning right, for the video snippets."""
+    import cv2
+
+    height, width = picture.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12, (width, height))
+    for index in range(frames):
+        writer.write(np.ascontiguousarray(np.roll(picture, 2 * index, axis=1)[:, :, ::-1]))
+    writer.release()
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, florence_dir, sam_dir):
     """A folder with what the README's snippets name, and the environment they run in (every preset's models and
@@ -93,6 +104,7 @@ def world(tmp_path_factory, florence_dir, sam_dir):
     for name in ("astronaut", "chelsea", "rocket"):
         Image.fromarray(getattr(skdata, name)()).convert("RGB").save(folder / "photos" / f"{name}.jpg")
     _gold_set(folder / "photos", folder / "gold")
+    _clip(folder / "clip.mp4", np.asarray(Image.fromarray(skdata.coffee()).resize((320, 240))))
     shutil.copytree(ROOT / "ontologies", folder / "ontologies")
     shutil.copytree(ROOT / "samples", folder / "samples")
     shutil.copytree(florence_dir, folder / "models" / "florence-2-base")

@@ -410,7 +410,8 @@ def test_a_sam_folder_given_as_florence_is_refused_at_load(tmp_path, sam_dir):
             "label", tmp_path / "photos", "-p", "a dog", "--florence", sam_dir, "--sam", sam_dir, "--device", "cpu"
         ).stderr
     )
-    assert f"{sam_dir} is a sam2 model, not Florence-2 (--florence ... expects a florence2 model)" in line
+    # the tiny SAM 2 is saved as the hub's sam2.1 repos are: from Sam2VideoModel
+    assert f"{sam_dir} is a sam2_video model, not Florence-2 (--florence ... expects a florence2 model)" in line
 
 
 def test_a_2000_word_prompt_fails_once_before_labeling(tmp_path, florence_dir, sam_dir):

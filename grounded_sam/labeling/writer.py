@@ -55,6 +55,7 @@ from grounded_sam.labeling.files import (
     FolderLock,
     WriterGate,
     append_line,
+    atomic_write_bytes,
     atomic_write_text,
     place_image,
     real_directory,
@@ -153,12 +154,14 @@ class ImageWriter:
         self.root, self.options = Path(root), options
         self.gate = WriterGate(self.root / OWNER_FILE, self.root / WRITERS_FILE, token)
 
-    def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape, labels: ConvertedLabels):
+    def write(
+        self, source: PurePosixPath, file: Path | bytes, name: str, split: str, image_shape, labels: ConvertedLabels
+    ):
         """Writes one image (images are independent: any order, any process). Returns its record's header.
 
         Args:
             source: path relative to the input folder (recorded, and the key for resuming).
-            file: the source file to copy or link.
+            file: the source file to copy or link, or the image file's bytes (a video frame encoded by the caller).
             name: its file name in the dataset (see ``folders.output_names``).
             split: "train", "valid" or "test".
             image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
@@ -172,7 +175,10 @@ class ImageWriter:
             _io(self.root, atomic_write_text, pending, "{}")
             if kept:
                 destination = self.root / split / "images" / name
-                _io(self.root, place_image, file, destination, self.options.link, target=destination)
+                if isinstance(file, bytes):  # a video frame the caller encoded
+                    _io(self.root, atomic_write_bytes, destination, file, target=destination)
+                else:
+                    _io(self.root, place_image, file, destination, self.options.link, target=destination)
                 stem = PurePosixPath(name).stem
                 if labels.yolo is not None:
                     _io(self.root, atomic_write_text, self.root / split / "labels" / f"{stem}.txt", labels.yolo)
@@ -345,7 +351,9 @@ class DatasetWriter:
         """:func:`convert_labels` with this dataset's options."""
         return convert_labels(self.options, detections, image_shape)
 
-    def write(self, source: PurePosixPath, file: Path, name: str, split: str, image_shape, labels: ConvertedLabels):
+    def write(
+        self, source: PurePosixPath, file: Path | bytes, name: str, split: str, image_shape, labels: ConvertedLabels
+    ):
         """Writes one finished image (see :meth:`ImageWriter.write`)."""
         self.images.write(source, file, name, split, image_shape, labels)
 

@@ -1,7 +1,8 @@
 """Where models come from: presets, hub ids, local folders and Meta's checkpoint files -> loaded transformers models.
 
 ``load_florence2``, ``load_grounding_dino``, ``load_owlv2``, ``load_sam2`` and ``load_sam3`` (each ``(source, device)``)
-return (model, processor) in eval mode.
+return (model, processor) in eval mode; ``load_sam2_video(source, device)`` returns SAM 2's video model (memory bank
+included) from the same sources as ``load_sam2``.
 """
 
 from grounded_sam.errors import ModelNotAvailableError
@@ -12,6 +13,7 @@ from grounded_sam.models.hub import (
     load_grounding_dino,
     load_owlv2,
     load_sam2,
+    load_sam2_video,
     load_sam3,
     require_available,
     source_identity,
@@ -28,6 +30,7 @@ __all__ = [
     "load_grounding_dino",
     "load_owlv2",
     "load_sam2",
+    "load_sam2_video",
     "load_sam3",
     "require_available",
     "resolve_preset",

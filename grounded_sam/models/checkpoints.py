@@ -1,10 +1,11 @@
 """Meta's official SAM 2 / 2.1 checkpoint files (``sam2.1_hiera_tiny.pt`` ... ``sam2_hiera_large.pt``) as
-transformers ``Sam2Model``, with no conversion step on the user's side.
+transformers ``Sam2Model`` (images) or ``Sam2VideoModel`` (video), with no conversion step on the user's side.
 
-transformers ships no converter in its wheel, so the key mapping of its own script
-(huggingface/transformers, src/transformers/models/sam2/convert_sam2_to_hf.py) is restated here as ordered rules.
-The checkpoint's video-memory modules have no place in the image model: they are set aside by name, and any other
-key that is missing or left over is an error that names it.
+transformers ships no converter in its wheel, so the key mapping of its own scripts
+(huggingface/transformers, src/transformers/models/sam2/convert_sam2_to_hf.py and
+models/sam2_video/convert_sam2_video_to_hf.py) is restated here as one table of ordered rules: the image rules, and
+the memory-bank rules the video model applies before them. The image model sets the memory-bank keys aside by name;
+for either model, any other key that is missing or left over is an error that names it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,42 @@ _RULES = [  # (pattern, replacement), applied in order to every image-model key
     (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
     (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
 ]
+
+
+def _mask_downsampler(match: re.Match) -> str:
+    # Meta's MaskDownSampler is one nn.Sequential: [conv, LayerNorm2d, GELU] x 4, then a 1x1 conv (index 12).
+    index = int(match.group(1))
+    layer, kind = divmod(index, 3)
+    if index == 12:
+        return "memory_encoder.mask_downsampler.final_conv."
+    if kind == 2:
+        raise InvalidCheckpointError(f"memory_encoder.mask_downsampler.encoder.{index} is an activation, not a weight")
+    return f"memory_encoder.mask_downsampler.layers.{layer}.{'conv' if kind == 0 else 'layer_norm'}."
+
+
+# The memory bank (memory attention, memory encoder, object pointers), applied before _RULES: those then rename
+# .norm -> .layer_norm and .out_proj -> .o_proj inside memory attention. Anchored at the key's start so that the
+# memory encoder's "out_proj" (a projection) is renamed here, before the image rule takes it for attention's.
+_VIDEO_RULES = [
+    (r"^maskmem_tpos_enc$", "memory_temporal_positional_encoding"),
+    (r"^no_mem_pos_enc$", "no_memory_positional_encoding"),
+    (r"^no_obj_ptr$", "no_object_pointer"),
+    (r"^no_obj_embed_spatial$", "occlusion_spatial_embedding_parameter"),  # 2.1 only
+    (r"^obj_ptr_tpos_proj\.", "temporal_positional_encoding_projection_layer."),  # 2.1 only
+    (r"^obj_ptr_proj\.layers\.0\.", "object_pointer_proj.proj_in."),  # a 3-layer MLP
+    (r"^obj_ptr_proj\.layers\.1\.", "object_pointer_proj.layers.0."),
+    (r"^obj_ptr_proj\.layers\.2\.", "object_pointer_proj.proj_out."),
+    (r"^memory_encoder\.out_proj\.", "memory_encoder.projection."),
+    (r"^memory_encoder\.pix_feat_proj\.", "memory_encoder.feature_projection."),
+    (r"^memory_encoder\.mask_downsampler\.encoder\.(\d+)\.", _mask_downsampler),
+    (r"^memory_encoder\.fuser\.layers\.(\d+)\.dwconv\.", r"memory_encoder.memory_fuser.layers.\1.depthwise_conv."),
+    (
+        r"^memory_encoder\.fuser\.layers\.(\d+)\.pwconv(\d)\.",
+        r"memory_encoder.memory_fuser.layers.\1.pointwise_conv\2.",
+    ),
+    (r"^memory_encoder\.fuser\.layers\.(\d+)\.gamma$", r"memory_encoder.memory_fuser.layers.\1.scale"),
+    (r"^memory_encoder\.fuser\.", "memory_encoder.memory_fuser."),
+]  # mask_downsample.* and memory_attention.* keep their names but for the image rules' renames
 _POSITIONAL = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 _POINT_EMBEDDING = re.compile(r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight$")
 
@@ -136,24 +173,33 @@ def sam2_config(size: str):
 
 def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Meta keys -> ``Sam2Model`` keys. Returns (converted state dict, video-only keys set aside)."""
-    converted, video_only, point_embeddings = {}, [], {}
+    video_only = [key for key in state_dict if key.startswith(VIDEO_ONLY_PREFIXES)]
+    image = {key: value for key, value in state_dict.items() if not key.startswith(VIDEO_ONLY_PREFIXES)}
+    return _convert(image, _RULES), video_only
+
+
+def convert_video_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every key of a Meta state dict -> ``Sam2VideoModel`` keys: the memory-bank rules, then the image rules."""
+    return _convert(state_dict, _VIDEO_RULES + _RULES)
+
+
+def _convert(state_dict: dict[str, torch.Tensor], rules) -> dict[str, torch.Tensor]:
+    converted, point_embeddings = {}, {}
     for key, value in state_dict.items():
-        if key.startswith(VIDEO_ONLY_PREFIXES):
-            video_only.append(key)
-        elif key == _POSITIONAL:  # one matrix in Meta's model, two buffers in transformers'
+        if key == _POSITIONAL:  # one matrix in Meta's model, two buffers in transformers'
             converted["prompt_encoder.shared_embedding.positional_embedding"] = value
             converted["shared_image_embedding.positional_embedding"] = value.clone()
         elif match := _POINT_EMBEDDING.match(key):  # four Embedding(1, C) -> one Embedding(4, C)
             point_embeddings[int(match.group(1))] = value
         else:
-            for pattern, replacement in _RULES:
+            for pattern, replacement in rules:
                 key = re.sub(pattern, replacement, key)
             converted[key] = value
     if point_embeddings:
         converted["prompt_encoder.point_embed.weight"] = torch.cat(
             [point_embeddings[i] for i in sorted(point_embeddings)]
         )
-    return converted, video_only
+    return converted
 
 
 def load_sam2_checkpoint(path: str | os.PathLike, size: str | None = None):
@@ -170,6 +216,59 @@ def load_sam2_checkpoint(path: str | os.PathLike, size: str | None = None):
     """
     from transformers import Sam2Model
 
+    state_dict, inferred, version = _read_checked(path, size)
+    return _filled(Sam2Model(sam2_config(inferred)), convert_state_dict(state_dict)[0], path, version, inferred)
+
+
+def load_sam2_video_checkpoint(
+    path: str | os.PathLike, size: str | None = None, image_size: int = 1024, model_class=None
+):
+    """Builds a ``Sam2VideoModel`` (float32, eval mode, on the CPU) from an official Meta ``.pt`` file: every weight
+    of the file, the memory bank included, lands in the model.
+
+    Args:
+        path, size: as for :func:`load_sam2_checkpoint`.
+        image_size: the model's input side; Meta's is 1024. Smaller values (Meta's ``++model.image_size=...``) run the
+            same weights on fewer tokens, for cheap comparisons on a CPU.
+        model_class: a ``Sam2VideoModel`` subclass to build instead of transformers' own.
+
+    Raises:
+        ValueError: as :func:`load_sam2_checkpoint`, with no key allowed left over.
+    """
+    from transformers import Sam2VideoModel
+
+    state_dict, inferred, version = _read_checked(path, size)
+    model = (model_class or Sam2VideoModel)(sam2_video_config(inferred, version, image_size))
+    return _filled(model, convert_video_state_dict(state_dict), path, version, inferred)
+
+
+def sam2_video_config(size: str, version: str = "2.1", image_size: int = 1024):
+    """transformers ``Sam2VideoConfig`` of a Meta size and version ("2.0" or "2.1").
+
+    Meta's sam2/configs/sam2[.1]/*.yaml give every size the same memory settings, which are transformers' defaults;
+    the versions differ in two switches: the object pointers' temporal encoding (``add_tpos_enc_to_obj_ptrs``,
+    ``proj_tpos_enc_in_obj_ptrs``) and the no-object spatial embedding (``no_obj_embed_spatial``), both 2.1 only.
+    Every size-dependent field follows ``image_size`` (feature maps, prompt grid, memory attention's RoPE grid).
+    """
+    from transformers import Sam2VideoConfig
+
+    if version not in ("2.0", "2.1"):
+        raise UserInputError(f"unknown SAM 2 version {version!r}: choose 2.0 or 2.1")
+    vision = sam2_config(size).vision_config  # prompt encoder and mask decoder: transformers' defaults are Meta's
+    vision.backbone_feature_sizes = [[image_size // stride] * 2 for stride in (4, 8, 16)]
+    vision.backbone_config.image_size = [image_size, image_size]
+    is_21 = version == "2.1"
+    return Sam2VideoConfig(
+        vision_config=vision,
+        prompt_encoder_config=dict(image_size=image_size),
+        image_size=image_size,
+        memory_attention_rope_feat_sizes=[image_size // 16] * 2,
+        enable_temporal_pos_encoding_for_object_pointers=is_21,
+        enable_occlusion_spatial_embedding=is_21,
+    )
+
+
+def _read_checked(path, size: str | None) -> tuple[dict[str, torch.Tensor], str, str]:
     state_dict = read_state_dict(path)
     try:
         inferred, version = infer_size(state_dict)
@@ -177,12 +276,15 @@ def load_sam2_checkpoint(path: str | os.PathLike, size: str | None = None):
         raise InvalidCheckpointError(f"{path}: {error}") from None
     if size is not None and size != inferred:
         raise InvalidCheckpointError(f"{path} holds SAM {version} Hiera-{inferred}, not {size}")
-    model = Sam2Model(sam2_config(inferred))
-    converted, _ = convert_state_dict(state_dict)
+    return state_dict, inferred, version
+
+
+def _filled(model, converted: dict[str, torch.Tensor], path, version: str, size: str):
+    """``model`` with ``converted`` loaded, in eval mode; any weight missing or left over is an error naming it."""
     result = model.load_state_dict(converted, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise InvalidCheckpointError(
-            f"{path} (SAM {version} Hiera-{inferred}) does not fit transformers' Sam2Model: "
+            f"{path} (SAM {version} Hiera-{size}) does not fit transformers' {type(model).__name__}: "
             f"missing {result.missing_keys}, left over {result.unexpected_keys}"
         )
     model.config.name_or_path = str(Path(path).expanduser().resolve())
@@ -216,8 +318,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def default_sam2_processor():
-    """The ``Sam2Processor`` every official SAM 2 checkpoint uses (1024 x 1024 input, ImageNet normalisation)."""
+def default_sam2_processor(image_size: int = 1024):
+    """The ``Sam2Processor`` every official SAM 2 checkpoint uses (1024 x 1024 input, ImageNet normalisation), or
+    the same for a model of another input side."""
     from transformers import Sam2ImageProcessor, Sam2Processor
 
-    return Sam2Processor(image_processor=Sam2ImageProcessor())
+    if image_size == 1024:
+        return Sam2Processor(image_processor=Sam2ImageProcessor())
+    size, mask = {"height": image_size, "width": image_size}, {"height": image_size // 4, "width": image_size // 4}
+    return Sam2Processor(image_processor=Sam2ImageProcessor(size=size, mask_size=mask))

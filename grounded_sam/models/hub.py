@@ -12,6 +12,7 @@ access.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import logging
@@ -28,6 +29,7 @@ from grounded_sam.models.checkpoints import (
     default_sam2_processor,
     is_checkpoint_file,
     load_sam2_checkpoint,
+    load_sam2_video_checkpoint,
 )
 from grounded_sam.models.presets import resolve_preset
 
@@ -89,11 +91,50 @@ def _load_model(cls, source, device: torch.device, what: str, argument: str, mod
 
 def load_sam2(source: str | os.PathLike, device: torch.device, size: str | None = None):
     """Loads ``Sam2Model`` and ``Sam2Processor`` in eval mode from a hub id, a local transformers directory, or an
-    official Meta checkpoint file (``sam2.1_hiera_*.pt``; ``size`` inferred from it unless given)."""
+    official Meta checkpoint file (``sam2.1_hiera_*.pt``; ``size`` inferred from it unless given). A folder saved
+    from ``Sam2VideoModel`` (as the hub's sam2.1 repos are) loads its image part."""
     from transformers import Sam2Model, Sam2Processor
 
-    if is_checkpoint_file(source):
+    if _checked_sam2_source(source, size):
         return load_sam2_checkpoint(source, size).to(device), default_sam2_processor()
+    require_available([(source, "SAM 2", "sam")])
+    _check_model_type(source, SAM2_MODEL_TYPES, "SAM 2", "sam")
+    with _quiet_model_type_notice():
+        model = _from_pretrained(Sam2Model, source, "SAM 2", "sam", dtype=torch.float32)
+    processor = _from_pretrained(Sam2Processor, source, "SAM 2 processor", "sam")
+    return model.to(device).eval(), processor
+
+
+def load_sam2_video(source: str | os.PathLike, device: torch.device, size: str | None = None, model_class=None):
+    """Loads a ``Sam2VideoModel`` (or ``model_class``, a subclass of it) in eval mode, memory bank included, from a
+    hub id, a local folder saved from ``Sam2VideoModel`` (the hub's sam2.1 repos and ``grounded_sam.testing``'s tiny
+    model are), or an official Meta checkpoint file.
+
+    No processor: video frames are preprocessed as Meta's video predictor does and prompts go into the session
+    directly (``grounded_sam.segmentation.video_session``); both need only the model's ``config.image_size``.
+
+    Raises:
+        InvalidCheckpointError: a folder saved from the image-only ``Sam2Model``, which has no memory bank.
+    """
+    from transformers import Sam2VideoModel
+
+    model_class = model_class or Sam2VideoModel
+    if _checked_sam2_source(source, size):
+        return load_sam2_video_checkpoint(source, size, model_class=model_class).to(device)
+    require_available([(source, "SAM 2", "sam")])
+    if _model_type(source, "SAM 2", "sam") == "sam2":
+        raise InvalidCheckpointError(
+            f"{source} holds SAM 2's image model only (saved from Sam2Model, without the memory bank video needs); "
+            "use a folder saved from Sam2VideoModel (as the hub's facebook/sam2.1-* repos are) or Meta's .pt file"
+        )
+    _check_model_type(source, ("sam2_video",), "SAM 2", "sam")
+    return _from_pretrained(model_class, source, "SAM 2", "sam", dtype=torch.float32).to(device).eval()
+
+
+def _checked_sam2_source(source, size: str | None) -> bool:
+    """Whether ``source`` is a Meta checkpoint file; refuses ``size`` for anything else and a missing ``.pt``."""
+    if is_checkpoint_file(source):
+        return True
     if size is not None and not str(source).endswith(CHECKPOINT_SUFFIXES):
         raise UserInputError(
             f"sam_size is for Meta .pt checkpoint files; {source} is a hub id or folder with its own config"
@@ -102,11 +143,23 @@ def load_sam2(source: str | os.PathLike, device: torch.device, size: str | None 
         raise ModelNotAvailableError(
             f"SAM 2 checkpoint file not found: {source}. checkpoints/download_ckpts.sh downloads Meta's files"
         )
-    require_available([(source, "SAM 2", "sam")])
-    _check_model_type(source, SAM2_MODEL_TYPES, "SAM 2", "sam")
-    model = _from_pretrained(Sam2Model, source, "SAM 2", "sam", dtype=torch.float32)
-    processor = _from_pretrained(Sam2Processor, source, "SAM 2 processor", "sam")
-    return model.to(device).eval(), processor
+    return False
+
+
+@contextlib.contextmanager
+def _quiet_model_type_notice():
+    """Hides transformers' notice that a ``sam2_video`` config instantiates a ``sam2`` model: the image model is a
+    subset of the video model and loads from the same folder by design (its unused memory weights are skipped)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "to instantiate a model of type" not in record.getMessage()
+
+    logger = logging.getLogger("transformers.configuration_utils")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 SAM2_MODEL_TYPES = ("sam2", "sam2_video")  # the hub's sam2.1 repos are saved from Sam2VideoModel; both load
@@ -115,14 +168,18 @@ SAM2_MODEL_TYPES = ("sam2", "sam2_video")  # the hub's sam2.1 repos are saved fr
 def _check_model_type(source, expected: tuple[str, ...], what: str, argument: str) -> None:
     """Refuses, before any weights load, a model whose config is of another kind (a SAM folder given as Florence-2
     would otherwise load with random weights and fail on every image)."""
-    from transformers import PretrainedConfig
-
-    config = _from_pretrained(PretrainedConfig.get_config_dict, source, what, argument)[0]
-    if config.get("model_type") not in expected:
+    model_type = _model_type(source, what, argument)
+    if model_type not in expected:
         raise InvalidCheckpointError(
-            f"{source} is a {config.get('model_type') or 'model of unknown type'} model, not {what} "
+            f"{source} is a {model_type or 'model of unknown type'} model, not {what} "
             f"({argument}=... expects a {' or '.join(expected)} model)"
         )
+
+
+def _model_type(source, what: str, argument: str) -> str | None:
+    from transformers import PretrainedConfig
+
+    return _from_pretrained(PretrainedConfig.get_config_dict, source, what, argument)[0].get("model_type")
 
 
 def source_identity(source: str | os.PathLike) -> str:

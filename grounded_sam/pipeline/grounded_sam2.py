@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import supervision as sv
@@ -13,9 +13,9 @@ from grounded_sam.detection.base import part_settings
 from grounded_sam.detection.florence2 import PHRASE_GROUNDING, Florence2Detector
 from grounded_sam.detection.grounding_dino import GroundingDinoDetector
 from grounded_sam.detection.owlv2 import Owlv2Detector
-from grounded_sam.device import chunks, resolve_autocast_dtype, resolve_device
+from grounded_sam.device import chunks, precision_name, resolve_autocast_dtype, resolve_device
 from grounded_sam.errors import UserInputError
-from grounded_sam.images import ImageInput, load_image
+from grounded_sam.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from grounded_sam.models.hub import (
     load_florence2,
     load_grounding_dino,
@@ -69,6 +69,9 @@ class GroundedSAM2:
         text_threshold: Grounding DINO also needs the box's best prompt token above this (None: 0.25).
         backend: ``"grounded-sam2"`` (a detector, then SAM 2 on its boxes) or ``"sam3"`` (SAM 3 finds and segments
             the prompts in one model; its weights are gated).
+        video_segmenter: the :class:`~grounded_sam.VideoSegmenter` :meth:`track` uses; by default it is loaded on
+            the first ``track`` call from the same SAM 2 source. ``segmenter=video.image_segmenter(),
+            video_segmenter=video`` holds one SAM 2 in memory for images and video.
 
     ``spec`` holds what the pipeline was built from (a :class:`PipelineSpec`) when it loaded its models itself, else
     None.
@@ -101,6 +104,7 @@ class GroundedSAM2:
         box_threshold: float | None = None,
         text_threshold: float | None = None,
         backend: str = "grounded-sam2",
+        video_segmenter=None,
     ):
         if not isinstance(ontology, CaptionOntology):
             raise UserInputError(
@@ -155,6 +159,7 @@ class GroundedSAM2:
         )
         self.spec = spec if built_detector is None and segmenter is None else None
         self.detector, self.segmenter = self._build_parts(spec, built_detector, segmenter)
+        self.video_segmenter = video_segmenter
         if compile:
             for part in (self.detector, self.segmenter):
                 if callable(getattr(part, "compile", None)):
@@ -239,6 +244,60 @@ class GroundedSAM2:
         (none with the SAM 3 backend, whose detections come with masks)."""
         found = [self._filter(detections) for detections in self.detector.detect(images)]
         return found if self.segmenter is None else self.segmenter.segment(images, found)
+
+    def track(
+        self,
+        video,
+        detect_every: int = 10,
+        iou_threshold: float = 0.5,
+        patience: int = 30,
+        offload: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> Iterator[tuple[int, sv.Detections]]:
+        """Tracks the ontology's prompts through a video: detection on the first frame and every ``detect_every``
+        frames, SAM 2's video model with its memory on every frame (:mod:`grounded_sam.pipeline.tracking`).
+
+        Args:
+            video: a video file, a folder of frames, or a list or iterator of (H, W, 3) uint8 RGB arrays; decoded
+                one frame at a time.
+            detect_every: frames between detections; a detection that overlaps no tracked object starts a new one.
+            iou_threshold: mask IoU at or above which a detection is the object already tracked there.
+            patience: frames an object may be absent (SAM 2's object score <= 0) in a row before it ends.
+            offload: keep SAM 2's state on the CPU (long videos on a small GPU).
+            max_pixels: refuse frames with more pixels than this (None: no limit).
+
+        Returns:
+            an iterator of ``(frame_index, sv.Detections)`` for every frame that decodes, in order: mask (n, H, W)
+            bool, xyxy (n, 4) float32 the mask's box, tracker_id (n,) the object's id (from 1, never reused),
+            confidence (n,) float32 SAM 2's object score as a probability, class_id, data["class_name"] and
+            data["prompt"] of the detection that started the object, data["object_score"] the score logit.
+        """
+        from grounded_sam.pipeline.tracking import TrackingOptions, track_by_text
+
+        options = TrackingOptions(detect_every, iou_threshold, patience, offload)
+
+        def detect(images):
+            return [self._filter(found) for found in self.detector.detect(images)]
+
+        return track_by_text(detect, self._video_segmenter(), video, options, max_pixels)
+
+    def _video_segmenter(self):
+        if self.video_segmenter is None and self.spec is not None and self.spec.backend == "sam3":
+            raise UserInputError("track() follows objects with SAM 2's video model: use backend='grounded-sam2'")
+        if self.video_segmenter is None:
+            from grounded_sam.segmentation.video import VideoSegmenter
+
+            if self.spec is not None:
+                source, size = self.spec.sam_source, self.spec.sam_size
+            elif getattr(getattr(self.segmenter, "model", None), "config", None) is not None:
+                source, size = self.segmenter.model.config.name_or_path, None
+            else:
+                raise UserInputError(
+                    "track() needs SAM 2's video model: pass GroundedSAM2(..., video_segmenter=VideoSegmenter(...))"
+                )
+            precision = precision_name(getattr(self.segmenter, "autocast_dtype", None))
+            self.video_segmenter = VideoSegmenter(sam=source, device=self.device, dtype=precision, sam_size=size)
+        return self.video_segmenter
 
     def refine(
         self,

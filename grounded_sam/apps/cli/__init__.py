@@ -1,6 +1,6 @@
 """The ``grounded-sam`` command: ``predict`` (segment images by text), ``label`` (a folder into a dataset),
-``review`` (an HTML page of a dataset), ``app`` (the local web app), ``eval`` and ``compare`` (label quality against
-hand-labeled images), ``models`` (what is cached, download, tiny models).
+``review`` (an HTML page of a dataset), ``track`` (a video by text), ``app`` (the local web app), ``eval`` and
+``compare`` (label quality against hand-labeled images), ``models`` (what is cached, download, tiny models).
 
 One module per command; nothing heavy is imported until a command runs, so ``--help`` stays fast.
 """
@@ -22,6 +22,7 @@ from grounded_sam.apps.cli.label import label
 from grounded_sam.apps.cli.models import models_app
 from grounded_sam.apps.cli.predict import predict
 from grounded_sam.apps.cli.review import review
+from grounded_sam.apps.cli.track import track
 
 # rich_markup_mode=None: plain help, which keeps "[...]" in help texts and reads well when piped.
 app = typer.Typer(
@@ -33,6 +34,7 @@ app = typer.Typer(
 app.command()(predict)
 app.command()(label)
 app.command()(review)
+app.command()(track)
 app.command(name="eval")(evaluate)
 app.command()(compare)
 app.command("app")(app_command)
