@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,9 @@ from typer.testing import CliRunner
 
 from grounded_sam import LabeledDataset
 from grounded_sam.apps import cli
-from grounded_sam.evaluation import Configuration
+from grounded_sam.evaluation import Configuration, compare
 from grounded_sam.labeling.records import SETTINGS_FILE
-from grounded_sam.pipeline import PipelineSpec
+from grounded_sam.testing import build_tiny_owlv2
 
 SCRIPT = Path(sys.executable).parent / "grounded-sam"
 CLEANUP_FLAGS = ["--max-hole-area", "300", "--max-sprinkle-area", "300", "--keep-largest-part"]
@@ -160,15 +159,32 @@ def test_a_configuration_is_an_ontology_with_pipeline_options():
         Configuration("x", {"a dog": "dog"}, {"min_confidense": 0.4}).spec()
 
 
-def test_detectors_go_into_the_pipeline_spec_once_it_has_them(tmp_path):
+def test_compare_sets_a_detector_against_florence_2_and_each_dataset_records_its_own(
+    gold, tmp_path, florence_dir, sam_dir
+):
+    owl = build_tiny_owlv2(tmp_path / "owlv2")
+    ontology = {"a dog": "dog", "a person": "person"}
+    configurations = [
+        Configuration("florence", ontology, {"florence": str(florence_dir)}),
+        Configuration("owl", ontology, {"detector": "owlv2", "detector_model": str(owl), "box_threshold": 0.0}),
+    ]
+    report = compare(
+        gold / "images", gold / "truth.json", configurations, tmp_path / "runs", {"sam": str(sam_dir), "device": "cpu"},
+        progress=False,
+    )  # fmt: skip
+    assert report["per_class"]["dog"]["florence"] == 1.0  # the scripted Florence-2 finds the labels it made
+    assert 0.0 <= report["per_class"]["dog"]["owl"] < 1.0  # a random OWLv2 does not
+    assert report["best"]["dog"]["configuration"] == "florence"
+    settings = json.loads((tmp_path / "runs" / "owl" / SETTINGS_FILE).read_text())
+    assert (settings["model"]["detector"]["type"], settings["model"]["detector"]["box_threshold"]) == ("owlv2", 0.0)
+
+
+def test_the_command_line_takes_detectors_into_the_configurations(tmp_path):
     (tmp_path / "a.yaml").write_text("a dog: dog\n")
     arguments = ["compare", str(tmp_path), "--ground-truth", str(tmp_path / "missing.json")]
     result = CliRunner().invoke(cli.app, [*arguments, "--ontology", str(tmp_path / "a.yaml"), "--detector", "owlv2"])
     assert result.exit_code == 2
-    if "detector" in {option.name for option in fields(PipelineSpec)}:
-        assert "Ground truth not found" in result.output  # the detector was taken; the ground truth is missing
-    else:
-        assert "labels with Florence-2 only: leave out --detector" in result.output
+    assert "Ground truth not found" in result.output  # the detector was taken; the ground truth is missing
 
 
 @pytest.mark.parametrize("command", ["eval", "compare"])
