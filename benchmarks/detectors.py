@@ -138,7 +138,10 @@ def sam3(tiny: bool, workdir: Path):
         model, processor = load_sam3(build_tiny_sam3(workdir / "sam3"), torch.device("cpu"))
     else:
         tokenizer = build_clip_tokenizer(model_max_length=32)
-        model = Sam3Model(Sam3Config(text_config=_clip_ids(tokenizer))).eval()
+        # Sam3Config's own text tower (CLIP 1024 x 24) with the local tokenizer's ids: a text_config dict of ids
+        # alone would fall back to CLIPTextConfig's smaller defaults (512 x 12).
+        text_config = {**Sam3Config().text_config.to_dict(), **_clip_ids(tokenizer)}
+        model = Sam3Model(Sam3Config(text_config=text_config)).eval()
         processor = Sam3Processor(Sam3ImageProcessor(), tokenizer)
     stages = {"vision": model.vision_encoder, "text": model.text_encoder, "detr encoder": model.detr_encoder}
     stages |= {"detr decoder": model.detr_decoder, "mask decoder": model.mask_decoder}
