@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import grounded_sam.segmentation.sam3 as sam3_module
-from grounded_sam import CaptionOntology, Detector, Sam3Backend, UserInputError
+from grounded_sam import CaptionOntology, Detector, GroundedSAM2, PipelineSpec, Sam3Backend, UserInputError
 from grounded_sam.models import load_sam3
+from grounded_sam.segmentation.cleanup import MaskCleanup
 from grounded_sam.segmentation.sam3 import Instances
 from grounded_sam.testing import build_tiny_sam3
 
@@ -129,3 +130,17 @@ def test_the_hubs_video_layout_of_facebook_sam3_loads_its_detector(sam3_dir, tmp
     assert type(model).__name__ == "Sam3Model" and model.config.name_or_path == str(folder)
     original, _ = load_sam3(sam3_dir, torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), original.state_dict().values()))
+
+
+def test_mask_clean_up_cleans_sam3s_masks_keeps_its_boxes_and_is_in_the_settings(sam3, sam3_dir, sam3_ontology):
+    images = _images((120, 160))
+    plain = Sam3Backend(*sam3, sam3_ontology, box_threshold=0.2).detect(images)[0]
+    cleanup = MaskCleanup(max_hole_area=400, max_sprinkle_area=400, keep_largest_part=True)
+    cleaned = Sam3Backend(*sam3, sam3_ontology, box_threshold=0.2, cleanup=cleanup).detect(images)[0]
+    np.testing.assert_array_equal(cleaned.mask, cleanup.apply(plain.mask))
+    np.testing.assert_array_equal(cleaned.xyxy, plain.xyxy)
+    assert not np.array_equal(cleaned.mask, plain.mask)  # the random masks have specks and holes to clean
+    options = {"backend": "sam3", "sam": str(sam3_dir), "device": "cpu", "max_sprinkle_area": 400}
+    pipeline = GroundedSAM2(sam3_ontology, **options)
+    assert pipeline.settings() == PipelineSpec(sam3_ontology.to_dict(), **options).settings()
+    assert pipeline.settings()["detector"]["mask_cleanup"]["max_sprinkle_area"] == 400

@@ -358,7 +358,10 @@ def _load_detector(spec: PipelineSpec, ontology: CaptionOntology, device: torch.
     """The detector (or SAM 3 backend) ``spec`` names, loaded: the one place detectors are built from sources."""
     source, kind = spec.detector_source, spec.detector_kind
     if kind == "sam3":
-        return Sam3Backend(*load_sam3(source, device), ontology, spec.box_threshold, autocast_dtype=autocast_dtype)
+        model, processor = load_sam3(source, device)
+        return Sam3Backend(
+            model, processor, ontology, spec.box_threshold, autocast_dtype=autocast_dtype, cleanup=spec.mask_cleanup
+        )
     if kind == "grounding-dino":
         model, processor = load_grounding_dino(source, device)
         return GroundingDinoDetector(

@@ -100,9 +100,6 @@ class PipelineSpec:
                     ("detector_model", self.detector_model),
                     ("sam_size", self.sam_size),
                     ("multimask_output", self.multimask_output),
-                    ("max_hole_area", self.max_hole_area),
-                    ("max_sprinkle_area", self.max_sprinkle_area),
-                    ("keep_largest_part", self.keep_largest_part),
                 )
                 if value
             ]
@@ -181,7 +178,7 @@ class PipelineSpec:
         if kind == "owlv2":
             return owlv2.owlv2_settings(source, self.box_threshold, owlv2.NMS_THRESHOLD, precision)
         if kind == "sam3":
-            return sam3.sam3_settings(source, self.box_threshold, precision)
+            return sam3.sam3_settings(source, self.box_threshold, precision, self.mask_cleanup)
         return florence2_settings(source, self.task, self.max_new_tokens, self.num_beams, precision)
 
     def options(self) -> dict:

@@ -23,6 +23,7 @@ from grounded_sam.device import autocast, chunks, images_per_pass, precision_nam
 from grounded_sam.errors import UserInputError
 from grounded_sam.models.hub import source_identity
 from grounded_sam.ontology import CaptionOntology
+from grounded_sam.segmentation.cleanup import MaskCleanup
 
 DEFAULT_BOX_THRESHOLD = 0.5  # Meta's demo (transformers' post-processing defaults to 0.3)
 MASK_THRESHOLD = 0.5  # probability above which a mask pixel is set (transformers' default: logit > 0)
@@ -39,15 +40,19 @@ class Instances(NamedTuple):
     mask_logits: torch.Tensor
 
 
-def sam3_settings(source, box_threshold: float, autocast_dtype) -> dict:
-    """A SAM 3 backend's settings, from a built one or from what it would be built from."""
-    return {
+def sam3_settings(source, box_threshold: float, autocast_dtype, cleanup: MaskCleanup | None = None) -> dict:
+    """A SAM 3 backend's settings, from a built one or from what it would be built from (the mask clean-up named
+    only when it is on, as for SAM 2)."""
+    settings = {
         "type": "sam3",
         "model": source_identity(source),
         "box_threshold": box_threshold,
         "mask_threshold": MASK_THRESHOLD,
         "precision": precision_name(autocast_dtype),
     }
+    if cleanup is not None and cleanup.active:
+        settings["mask_cleanup"] = cleanup.settings()
+    return settings
 
 
 def text_limit(config) -> int:
@@ -74,6 +79,8 @@ class Sam3Backend:
         rows_per_pass: (image, prompt) rows per DETR and mask-decoder pass; bounds memory (each row holds a copy of
             its image's features: about 110 MB in float32 at SAM 3's 1008 px).
         autocast_dtype: run under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16`` on CUDA), or None.
+        cleanup: holes, specks and stray parts to clean from every mask (:class:`MaskCleanup`); None: none. Boxes
+            stay SAM 3's.
 
     A prompt longer than the text tower reads (see :func:`check_prompts`) is refused here, once.
     """
@@ -86,11 +93,13 @@ class Sam3Backend:
         box_threshold: float = DEFAULT_BOX_THRESHOLD,
         rows_per_pass: int = 8,
         autocast_dtype: torch.dtype | None = None,
+        cleanup: MaskCleanup | None = None,
     ):
         if rows_per_pass < 1:
             raise UserInputError(f"rows_per_pass must be >= 1, got {rows_per_pass}")
         self.model, self.processor, self.ontology = model, processor, ontology
         self.box_threshold, self.rows_per_pass, self.autocast_dtype = box_threshold, rows_per_pass, autocast_dtype
+        self.cleanup = cleanup or MaskCleanup()
         self.max_text_tokens = text_limit(model.config)
         check_prompts(processor.tokenizer, model.config, ontology.prompts())
         self._text = None
@@ -101,7 +110,7 @@ class Sam3Backend:
 
     def settings(self) -> dict:
         """What its detections depend on: the model, the thresholds and the precision (a dataset stores this)."""
-        return sam3_settings(self.model.config.name_or_path, self.box_threshold, self.autocast_dtype)
+        return sam3_settings(self.model.config.name_or_path, self.box_threshold, self.autocast_dtype, self.cleanup)
 
     def text_features(self):
         """The prompts' text features (``pooler_output`` (prompts, tokens, hidden): every token, not a pooled vector)
@@ -188,6 +197,7 @@ class Sam3Backend:
                 probability, size=(height, width), mode="bilinear", align_corners=False
             )
             masks[row] = (upsampled[0, 0] > MASK_THRESHOLD).cpu().numpy()
+        masks = self.cleanup.apply(masks)
         prompts = [self.ontology.prompts()[index] for index in found.prompt_index[order].tolist()]
         class_names = [self.ontology.promptToClass(prompt) for prompt in prompts]
         confidence = found.scores[order].numpy().astype(np.float32)
