@@ -9,7 +9,7 @@ import supervision as sv
 from helpers import CannedModel, label_quietly, make_good_images
 from pycocotools.coco import COCO
 
-import grounded_sam.labeling.writer as writer_module
+import grounded_sam.labeling.image_writer as image_writer
 from grounded_sam import LabeledDataset
 from grounded_sam.errors import OutputFolderError, UserInputError
 from grounded_sam.labeling.corrections import correct_image, read_corrections, reopen_writer
@@ -75,14 +75,14 @@ def test_more_detections_than_before_take_fresh_coco_ids(labeled):
 def test_labels_a_crash_left_older_than_the_record_are_written_again(labeled, monkeypatch):
     dataset, _ = labeled
     _, header = _image(dataset, "img_001.png")
-    real_write = writer_module.atomic_write_text
+    real_write = image_writer.atomic_write_text
 
     def power_cut_at_labels(path, text):
         if path.parent.name == "labels":
             raise KeyboardInterrupt  # the process dies after the record, before the label file
         real_write(path, text)
 
-    monkeypatch.setattr(writer_module, "atomic_write_text", power_cut_at_labels)
+    monkeypatch.setattr(image_writer, "atomic_write_text", power_cut_at_labels)
     with pytest.raises(KeyboardInterrupt):
         correct_image(dataset, "img_001.png", _one_box(header["height"], header["width"], 1))
     monkeypatch.undo()

@@ -21,8 +21,8 @@ from pycocotools.coco import COCO
 from scipy.ndimage import binary_fill_holes
 
 import grounded_sam.labeling.files as files
+import grounded_sam.labeling.image_writer as image_writer
 import grounded_sam.labeling.records as records
-import grounded_sam.labeling.writer as dataset_writer
 from grounded_sam import LabeledDataset, OutputFolderError, OutputWriteError, load_image
 from grounded_sam.labeling.records import SETTINGS_FILE, record_files, record_path
 
@@ -284,7 +284,7 @@ def test_a_model_that_always_fails_stops_the_run(twelve_scenes_every_fourth_empt
 def test_disk_failure_stops_with_a_clear_error_keeps_work_and_a_rerun_completes(
     twelve_scenes_every_fourth_empty, tmp_path, monkeypatch, code
 ):
-    real_write = dataset_writer.atomic_write_text
+    real_write = image_writer.atomic_write_text
     records = []
 
     def failing_write(path, text):
@@ -294,10 +294,10 @@ def test_disk_failure_stops_with_a_clear_error_keeps_work_and_a_rerun_completes(
                 raise OSError(code, "simulated", str(path))
         real_write(path, text)
 
-    monkeypatch.setattr(dataset_writer, "atomic_write_text", failing_write)
+    monkeypatch.setattr(image_writer, "atomic_write_text", failing_write)
     with pytest.raises(OutputWriteError, match="rerun the same command"):
         label_quietly(CannedModel(), twelve_scenes_every_fourth_empty, tmp_path / "out", batch_size=4)
-    monkeypatch.setattr(dataset_writer, "atomic_write_text", real_write)
+    monkeypatch.setattr(image_writer, "atomic_write_text", real_write)
     assert len(record_files(tmp_path / "out")) == 5
     model = CannedModel()
     report = label_quietly(model, twelve_scenes_every_fourth_empty, tmp_path / "out", batch_size=4)

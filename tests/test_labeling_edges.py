@@ -15,6 +15,7 @@ from helpers import CannedModel, label_quietly, make_good_images, scene, snapsho
 from PIL import Image
 from pycocotools.coco import COCO
 
+import grounded_sam.labeling.image_writer as image_writer
 import grounded_sam.labeling.writer as dataset_writer
 from grounded_sam import LabeledDataset, OutputFolderError, OutputWriteError
 from grounded_sam.labeling.options import LabelOptions
@@ -79,14 +80,14 @@ def test_disk_errors_name_the_output_file_not_the_input(six_scenes, tmp_path, mo
 
 def test_files_of_an_image_whose_record_was_never_written_are_removed(six_scenes, tmp_path, monkeypatch):
     output = tmp_path / "out"
-    real_write = dataset_writer.atomic_write_text
+    real_write = image_writer.atomic_write_text
 
     def killed_before_third_record(path, text):
         if path.parent.name == "records" and path.name == "img_002.png.json":
             raise OSError(errno.EIO, "killed", str(path))
         real_write(path, text)
 
-    monkeypatch.setattr(dataset_writer, "atomic_write_text", killed_before_third_record)
+    monkeypatch.setattr(image_writer, "atomic_write_text", killed_before_third_record)
     with pytest.raises(OutputWriteError):
         label_quietly(CannedModel(), six_scenes, output, split=(1.0, 0.0))
     monkeypatch.undo()

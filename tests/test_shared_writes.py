@@ -18,10 +18,10 @@ import grounded_sam.labeling.records as records
 from grounded_sam import OutputFolderError, load_image
 from grounded_sam.labeling.files import remove_partial_files, temporary_path
 from grounded_sam.labeling.folders import assign_split
+from grounded_sam.labeling.image_writer import ImageWriter, convert_labels
 from grounded_sam.labeling.job import LabelingJob
 from grounded_sam.labeling.options import LabelOptions
 from grounded_sam.labeling.records import PENDING_DIR, record_files, record_path
-from grounded_sam.labeling.writer import ImageWriter, convert_labels
 
 TESTS = Path(__file__).parent
 

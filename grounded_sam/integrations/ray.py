@@ -35,9 +35,10 @@ from pathlib import Path, PurePosixPath
 from grounded_sam.device import chunks
 from grounded_sam.errors import GroundedSAMError, UserInputError
 from grounded_sam.labeling.folders import assign_split
+from grounded_sam.labeling.image_writer import ImageWriter, convert_labels
 from grounded_sam.labeling.job import LabelingJob, LabelReport
 from grounded_sam.labeling.options import LabelOptions
-from grounded_sam.labeling.writer import ImageWriter, convert_labels, describe_differences
+from grounded_sam.labeling.writer import describe_differences
 from grounded_sam.ontology import CaptionOntology
 from grounded_sam.pipeline.spec import PipelineSpec
 from grounded_sam.progress import progress_bar

@@ -41,23 +41,19 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import supervision as sv
 import yaml
 
 from grounded_sam.detections import detections_from_json
-from grounded_sam.errors import OutputFolderError, OutputWriteError, UserInputError
+from grounded_sam.errors import OutputFolderError, UserInputError
 from grounded_sam.labeling.files import (
     CocoAssembler,
     FolderLock,
     WriterGate,
     append_line,
-    atomic_write_bytes,
     atomic_write_text,
-    place_image,
     real_directory,
     remove_empty_directory,
     remove_file,
@@ -65,7 +61,15 @@ from grounded_sam.labeling.files import (
     remove_partial_files,
 )
 from grounded_sam.labeling.folders import SPLIT_NAMES
-from grounded_sam.labeling.formats import data_yaml, detections_to_record, yolo_lines
+from grounded_sam.labeling.formats import data_yaml
+from grounded_sam.labeling.image_writer import (
+    ConvertedLabels,
+    ImageWriter,
+    convert_labels,
+    guarded_io,
+    write_error,
+    write_label_files,
+)
 from grounded_sam.labeling.options import LabelOptions
 from grounded_sam.labeling.records import (
     CORRECTIONS_LOG,
@@ -82,7 +86,6 @@ from grounded_sam.labeling.records import (
     give_ids,
     image_files,
     listed_files,
-    make_header,
     next_ids,
     now_text,
     read_record,
@@ -108,93 +111,6 @@ def check_output_folder(root: Path) -> None:
             f"Output folder {root} is not empty and was not written by grounded-sam; "
             "choose a new or empty folder (nothing in it was changed)"
         )
-
-
-@dataclass(frozen=True)
-class ConvertedLabels:
-    """One image's labels as :func:`convert_labels` makes them, ready to write."""
-
-    count: int  # detections
-    yolo: str | None  # the YOLO label file's text; None when YOLO is not written
-    confidences: str | None  # the confidences file's text (record_confidence), else None
-    entries_json: str  # the record's entries (formats.detections_to_record) as JSON
-
-
-def convert_labels(options: LabelOptions, detections: sv.Detections, image_shape) -> ConvertedLabels:
-    """The label text and record entries of one image: pure (no I/O, no state), so any thread may run it.
-
-    Args:
-        options: the dataset's options (formats, polygons, confidences).
-        detections: its detections; class_id indexes the dataset's classes.
-        image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
-    """
-    yolo, confidences = None, None
-    if "yolo" in options.formats:
-        lines, sources = yolo_lines(detections, image_shape, options.yolo_boxes_only, options.polygon_approximation)
-        yolo = _text(lines)
-        if options.record_confidence:
-            confidence = detections.confidence if detections.confidence is not None else np.ones(len(detections))
-            confidences = _text(f"{confidence[index]:.4f}" for index in sources)
-    entries = detections_to_record(detections, options.coco_segmentation, options.polygon_approximation)
-    return ConvertedLabels(len(detections), yolo, confidences, json.dumps(entries))
-
-
-class ImageWriter:
-    """Writes one finished image at a time into a dataset: its copy, label files and record (last), with a pending
-    entry naming it until the record is there. Depends only on its arguments, so any process may make one: the
-    run's background thread, or a Ray worker on a machine that sees the same folder.
-
-    Args:
-        root: the dataset's folder (absolute), opened by the run's :class:`DatasetWriter`.
-        options: the dataset's options.
-        token: the run's owner token (``DatasetWriter.token``); writes stop once another run owns the folder.
-    """
-
-    def __init__(self, root: Path, options: LabelOptions, token: str):
-        self.root, self.options = Path(root), options
-        self.gate = WriterGate(self.root / OWNER_FILE, self.root / WRITERS_FILE, token)
-
-    def write(
-        self, source: PurePosixPath, file: Path | bytes, name: str, split: str, image_shape, labels: ConvertedLabels
-    ):
-        """Writes one image (images are independent: any order, any process). Returns its record's header.
-
-        Args:
-            source: path relative to the input folder (recorded, and the key for resuming).
-            file: the source file to copy or link, or the image file's bytes (a video frame encoded by the caller).
-            name: its file name in the dataset (see ``folders.output_names``).
-            split: "train", "valid" or "test".
-            image_shape: (H, W, C) of the image as labeled (after EXIF rotation).
-            labels: what :func:`convert_labels` made of its detections.
-        """
-        height, width = image_shape[:2]
-        kept = labels.count > 0 or self.options.keep_empty
-        header = make_header(source, name, split, width, height, kept, labels.count)
-        with self.gate.writing():
-            pending = self.root / PENDING_DIR / f"{name}.json"  # the image's files are listed before any is written
-            _io(self.root, atomic_write_text, pending, "{}")
-            if kept:
-                destination = self.root / split / "images" / name
-                if isinstance(file, bytes):  # a video frame the caller encoded
-                    _io(self.root, atomic_write_bytes, destination, file, target=destination)
-                else:
-                    _io(self.root, place_image, file, destination, self.options.link, target=destination)
-                stem = PurePosixPath(name).stem
-                if labels.yolo is not None:
-                    _io(self.root, atomic_write_text, self.root / split / "labels" / f"{stem}.txt", labels.yolo)
-                if labels.confidences is not None:
-                    confidences = self.root / split / "confidences" / f"{stem}.txt"
-                    _io(self.root, atomic_write_text, confidences, labels.confidences)
-            _io(self.root, atomic_write_text, record_path(self.root, name), record_text(header, labels.entries_json))
-            _io(self.root, remove_file, pending)
-        return header
-
-    def finished(self, name: str) -> dict | None:
-        """The header of the image's record if it is whole (the image was written before), else None."""
-        return whole_record_header(record_path(self.root, name))
-
-    def close(self) -> None:
-        self.gate.close()
 
 
 class DatasetWriter:
@@ -224,7 +140,7 @@ class DatasetWriter:
                 f"Another run is writing to {self.root}; wait for it or use another folder"
             ) from None
         except OSError as error:
-            raise self._write_error(error, state / "lock") from error
+            raise write_error(error, state / "lock") from error
         try:
             self._pending = self.root / PENDING_DIR
             self._open(json.loads(json.dumps(settings)), options.overwrite)  # tuples -> lists, as stored
@@ -319,7 +235,7 @@ class DatasetWriter:
         _, entries = read_record(record_path(self.root, header["name"]))
         detections = detections_from_json(entries, header["height"], header["width"], self.classes)
         labels = self.convert(detections, (header["height"], header["width"], 3))
-        self._write_label_files(header["split"], header["name"], labels)
+        write_label_files(self.root, header["split"], header["name"], labels)
 
     def _remove_dataset(self) -> None:
         """Removes what an earlier run wrote, as its records and manifests list it: records first (each turned into a
@@ -343,7 +259,7 @@ class DatasetWriter:
         for path in record_files(self.root):
             header = whole_record_header(path)
             if header is None:
-                self._io(path.unlink)
+                self._io(remove_file, path)
                 continue
             self.done[PurePosixPath(header["source"])] = header["name"]
 
@@ -356,13 +272,6 @@ class DatasetWriter:
     ):
         """Writes one finished image (see :meth:`ImageWriter.write`)."""
         self.images.write(source, file, name, split, image_shape, labels)
-
-    def _write_label_files(self, split: str, name: str, labels: ConvertedLabels) -> None:
-        stem = PurePosixPath(name).stem
-        if labels.yolo is not None:
-            atomic_write_text(self.root / split / "labels" / f"{stem}.txt", labels.yolo)
-        if labels.confidences is not None:
-            atomic_write_text(self.root / split / "confidences" / f"{stem}.txt", labels.confidences)
 
     def rewrite_labels(self, name: str, labels: ConvertedLabels, changes: list | None = None) -> dict:
         """Replaces the labels of the dataset image named ``name`` with corrected ones (:meth:`convert` of them):
@@ -379,7 +288,7 @@ class DatasetWriter:
         pending = self._pending / f"{name}.json"
         self._io(atomic_write_text, pending, "{}")
         self._io(atomic_write_text, path, record_text(header, labels.entries_json))
-        self._io(self._write_label_files, header["split"], name, labels)
+        self._io(write_label_files, self.root, header["split"], name, labels)
         log = {"time": header["corrected_at"], "image": name, "count": labels.count, "changes": changes or []}
         self._io(append_line, self.root / CORRECTIONS_LOG, json.dumps(log, ensure_ascii=False))
         self._io(remove_file, pending)
@@ -437,27 +346,7 @@ class DatasetWriter:
             yield read_record(path)
 
     def _io(self, function, *args, target: Path | None = None, **kwargs):
-        return _io(self.root, function, *args, target=target, **kwargs)
-
-    def _write_error(self, error: OSError, where) -> OutputWriteError:
-        return write_error(error, where)
-
-
-def _io(root: Path, function, *args, target: Path | None = None, **kwargs):
-    """``function(*args, **kwargs)``, with an OSError turned into the OutputWriteError naming the file."""
-    try:
-        return function(*args, **kwargs)
-    except OSError as error:
-        where = target or error.filename or (args[0] if args and isinstance(args[0], Path) else root)
-        raise write_error(error, where) from error
-
-
-def write_error(error: OSError, where) -> OutputWriteError:
-    return OutputWriteError(
-        error.errno,
-        f"Cannot write the dataset at {where}: {error.strerror or error}. Everything finished "
-        "before is kept; fix the cause (free space, permissions) and rerun the same command to continue",
-    )
+        return guarded_io(self.root, function, *args, target=target, **kwargs)
 
 
 def describe_differences(stored: dict, current: dict, prefix: str = "") -> str:
@@ -475,7 +364,3 @@ def describe_differences(stored: dict, current: dict, prefix: str = "") -> str:
         else:
             parts.append(f"{prefix}{key}")
     return ", ".join(parts)
-
-
-def _text(lines) -> str:
-    return "".join(line + "\n" for line in lines)
