@@ -15,7 +15,6 @@ in-progress folder); moving the finished files into place is the caller's (``tra
 from __future__ import annotations
 
 import json
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import supervision as sv
 
 from grounded_sam.annotate import annotate
 from grounded_sam.detections import CLASS_NAME, mask_to_rle, short_float
+from grounded_sam.labeling.files import remove_empty_directory, remove_file
 from grounded_sam.labeling.formats import coco_categories
 
 VIDEO_FILE, TRACKS_FILE, MOT_FILE = "annotated.mp4", "tracks.json", "tracks.txt"
@@ -132,9 +132,9 @@ class TracksWriter:
             for number, obj_id in enumerate(sorted(self.objects)):
                 out.write(("," if number else "") + json.dumps(self._annotation(obj_id, frame_count)))
             out.write("]}\n")
-        for obj_id in self.objects:
-            os.unlink(self.spool / f"{obj_id}.jsonl")
-        self.spool.rmdir()
+        for obj_id in self.objects:  # the spool files this writer made, in the checked in-progress folder
+            remove_file(self.spool / f"{obj_id}.jsonl")
+        remove_empty_directory(self.folder, self.spool.name)
 
     def _annotation(self, obj_id: int, frame_count: int) -> dict:
         segmentations, boxes, areas = [None] * frame_count, [None] * frame_count, [None] * frame_count
