@@ -151,15 +151,11 @@ def _settle(tracker, result, present, candidates, tracks, counters, threshold: f
 
 
 def _overlaps(result: TrackedFrame, row: int, others: list[int], threshold: float) -> bool:
-    mask = result.mask_logits[row] > 0
-    area = np.count_nonzero(mask)
-    for other in others:
-        theirs = result.mask_logits[other] > 0
-        intersection = np.count_nonzero(mask & theirs)
-        union = area + np.count_nonzero(theirs) - intersection
-        if union and intersection / union >= threshold:
-            return True
-    return False
+    """Whether the mask of ``row`` has mask IoU >= ``threshold`` with any of ``others`` (supervision's IoU)."""
+    if not others:
+        return False
+    masks = result.mask_logits > 0
+    return bool((sv.mask_iou_batch(masks[[row]], masks[others]) >= threshold).any())
 
 
 def _age(tracker, tracks: dict[int, Track], present: dict[int, int], patience: int) -> None:
