@@ -15,6 +15,8 @@ from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
 from grounded_sam.apps import cli
+from grounded_sam.labeling.records import SETTINGS_FILE
+from grounded_sam.testing import build_tiny_owlv2
 
 av = pytest.importorskip("av")
 pytestmark = pytest.mark.slow
@@ -102,6 +104,30 @@ def test_track_writes_every_output_with_every_frame(clip, models, tmp_path):
     assert json.loads((out / "tracks.json").read_text()) == tracks  # the same tracking again, files replaced
     refused = _run("track", clip, "-p", "a cat", "-o", out, *models, "--dataset-every", "4")
     assert refused.returncode == 2 and "other settings" in refused.stderr and "--overwrite" in refused.stderr
+
+
+def test_track_finds_objects_with_another_detector(clip, sam_dir, tmp_path):
+    owlv2 = build_tiny_owlv2(tmp_path / "owlv2")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.app, ["track", str(clip), "-p", "a dog", "-o", str(out), "--sam", str(sam_dir),
+        "--device", "cpu", "--detector", "owlv2", "--detector-model", str(owlv2), "--box-threshold", "0",
+        "--detect-every", "8", "--dataset-every", "8"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    detector = json.loads((out / "dataset" / SETTINGS_FILE).read_text())["model"]["detector"]
+    assert detector["type"] == "owlv2" and detector["box_threshold"] == 0.0
+    tracks = json.loads((out / "tracks.json").read_text())
+    assert tracks["annotations"], "every box scores above 0: the tiny OWLv2 starts objects"
+    assert {annotation["category_id"] for annotation in tracks["annotations"]} == {1}
+
+
+def test_what_the_chosen_detector_cannot_read_is_refused_before_anything_is_written(clip, tmp_path):
+    from grounded_sam.testing import build_tiny_grounding_dino
+
+    model = build_tiny_grounding_dino(tmp_path / "gdino")
+    result = CliRunner().invoke(cli.app, ["track", str(clip), "-p", "a dog.", "-o", str(tmp_path / "out"),
+        "--detector", "grounding-dino", "--detector-model", str(model), "--sam", str(tmp_path / "no_sam")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "contains '.'" in " ".join(result.output.split()) and not (tmp_path / "out").exists()
 
 
 def test_a_corrupt_frame_is_skipped_reported_and_kept_in_the_frame_count(models, tmp_path):

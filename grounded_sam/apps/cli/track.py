@@ -9,7 +9,10 @@ from typing import Annotated
 import typer
 
 from grounded_sam.apps.cli.common import (
+    BoxThreshold,
     Compile,
+    DetectorModel,
+    DetectorName,
     Device,
     Dtype,
     Florence,
@@ -19,6 +22,7 @@ from grounded_sam.apps.cli.common import (
     Preset,
     Prompts,
     Sam,
+    TextThreshold,
     class_table,
     console,
     ontology_from,
@@ -56,6 +60,10 @@ def track(
     min_confidence: MinConfidence = 0.0,
     nms: Nms = 0.7,
     compile: Compile = False,
+    detector: DetectorName = "florence2",
+    detector_model: DetectorModel = None,
+    box_threshold: BoxThreshold = None,
+    text_threshold: TextThreshold = None,
 ) -> None:
     """Track what you name through a video: OUT/annotated.mp4, OUT/tracks.json (YouTube-VIS), OUT/tracks.txt (MOT).
 
@@ -67,11 +75,15 @@ def track(
     # Everything that can be checked is checked before the models load: options, the video (it opens, its first
     # frame decodes, within the pixel budget), the output folder and a dataset already there (locked).
     chosen = ontology_from(prompt, ontology)
-    spec = pipeline_spec(chosen, florence, sam, preset, device, dtype, min_confidence, nms, compile)
+    detector_options = dict(
+        detector=detector, detector_model=detector_model, box_threshold=box_threshold, text_threshold=text_threshold
+    )
+    spec = pipeline_spec(chosen, florence, sam, preset, device, dtype, min_confidence, nms, compile, **detector_options)
     budget = max_pixels or None
     plan_track_files(video, output, budget)
     settings = _settings(spec, detect_every, iou_threshold, patience)
-    require_available([(spec.florence_source, "Florence-2", "florence"), (spec.sam_source, "SAM 2", "sam")])
+    require_available(spec.model_sources())
+    spec.check_prompts()
     dataset = _dataset(output / DATASET_FOLDER, video, chosen, settings, dataset_every, overwrite)
     try:
         model = _build(chosen, spec)
