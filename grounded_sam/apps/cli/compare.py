@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +18,6 @@ from grounded_sam.apps.cli.common import (
     Nms,
     Preset,
     Sam,
-    UserError,
     console,
     user_errors,
 )
@@ -87,10 +85,7 @@ def _configurations(ontology_files: list[Path], detectors: list[str]):
     """One configuration per ontology file and detector, named after the file's stem (and the detector)."""
     from grounded_sam.evaluation import Configuration
     from grounded_sam.ontology import CaptionOntology
-    from grounded_sam.pipeline.spec import PipelineSpec
 
-    if detectors and "detector" not in {option.name for option in fields(PipelineSpec)}:
-        raise UserError("This version of grounded-sam labels with Florence-2 only: leave out --detector")
     configurations, names = [], set()
     for path in ontology_files:
         ontology = CaptionOntology.from_file(path)
