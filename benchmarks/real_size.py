@@ -240,27 +240,42 @@ def florence_tokenizer(corpus: str | None = None):
     )
 
 
-def build_sam2(directory: str | os.PathLike, size: str = "tiny", seed: int = 0) -> Path:
-    """Builds a real-size SAM 2.1 (``"tiny"``, ``"base_plus"`` or ``"large"``) image model with random weights.
+def build_sam2(directory: str | os.PathLike, size: str = "tiny", seed: int = 0, video: bool = False) -> Path:
+    """Builds a real-size SAM 2.1 (``"tiny"``, ``"base_plus"`` or ``"large"``) with random weights: the image model,
+    or with ``video=True`` the video model (memory bank included) saved as the hub's sam2.1 repos are.
 
     Returns:
-        ``directory``, loadable with ``Sam2Model.from_pretrained`` and ``Sam2Processor.from_pretrained``.
+        ``directory``, loadable with ``Sam2Model.from_pretrained`` and ``Sam2Processor.from_pretrained`` (and with
+        ``video=True`` with ``Sam2VideoModel`` / ``Sam2VideoProcessor`` too).
     """
-    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
+    from transformers import (
+        Sam2Config,
+        Sam2ImageProcessor,
+        Sam2Model,
+        Sam2Processor,
+        Sam2VideoConfig,
+        Sam2VideoModel,
+        Sam2VideoProcessor,
+        Sam2VideoVideoProcessor,
+    )
 
     backbone = dict(model_type="sam2_hiera_det_model", image_size=[SAM_IMAGE_SIZE] * 2, **SAM2_SIZES[size])
     side = SAM_IMAGE_SIZE
-    config = Sam2Config(
-        vision_config=dict(  # prompt encoder and mask decoder: the (shared) defaults, [S-conv]
-            backbone_config=backbone,
-            backbone_channel_list=backbone["embed_dim_per_stage"][::-1],
-            fpn_hidden_size=256,
-            backbone_feature_sizes=[[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
-        )
+    vision_config = dict(  # prompt encoder and mask decoder: the (shared) defaults, [S-conv]
+        backbone_config=backbone,
+        backbone_channel_list=backbone["embed_dim_per_stage"][::-1],
+        fpn_hidden_size=256,
+        backbone_feature_sizes=[[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
     )
     torch.manual_seed(seed)
-    Sam2Model(config).eval().save_pretrained(directory)
-    Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": side, "width": side})).save_pretrained(directory)
+    images = Sam2ImageProcessor(size={"height": side, "width": side})
+    if video:
+        Sam2VideoModel(Sam2VideoConfig(vision_config=vision_config)).eval().save_pretrained(directory)
+        frames = Sam2VideoVideoProcessor(size={"height": side, "width": side})
+        Sam2VideoProcessor(image_processor=images, video_processor=frames).save_pretrained(directory)
+    else:
+        Sam2Model(Sam2Config(vision_config=vision_config)).eval().save_pretrained(directory)
+        Sam2Processor(image_processor=images).save_pretrained(directory)
     return Path(directory)
 
 
@@ -298,11 +313,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--florence", nargs="*", default=["base"], choices=list(FLORENCE2_SIZES))
     parser.add_argument("--sam", nargs="*", default=["tiny"], choices=list(SAM2_SIZES))
+    parser.add_argument("--sam-video", action="store_true", help="save SAM 2 as the video model (memory bank too)")
     args = parser.parse_args(argv)
     for size in args.florence:
         _check("florence2", size, build_florence2(args.directory / f"florence2-{size}", size))
     for size in args.sam:
-        _check("sam2", size, build_sam2(args.directory / f"sam2-{size}", size))
+        _check("sam2", size, build_sam2(args.directory / f"sam2-{size}", size, video=args.sam_video))
 
 
 if __name__ == "__main__":

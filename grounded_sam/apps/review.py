@@ -22,7 +22,7 @@ from PIL import Image
 
 from grounded_sam.annotate import annotate
 from grounded_sam.detections import CLASS_NAME
-from grounded_sam.errors import UserInputError
+from grounded_sam.errors import OutputFolderError, UserInputError
 from grounded_sam.images import load_image
 from grounded_sam.labeling.dataset import LabeledDataset
 from grounded_sam.labeling.files import atomic_write_bytes, atomic_write_text, real_directory, remove_owned_file
@@ -49,12 +49,19 @@ def write_review(
     root = Path(dataset_folder).absolute()
     real_directory(root, STATE_DIR, create=False)  # the manifest goes there: never through a link
     thumbs = real_directory(root, f"{REVIEW_DIR}/thumbs")
-    for stale in listed_files(root / REVIEW_MANIFEST):  # only what an earlier review wrote
-        remove_owned_file(root, stale)
     paths = sorted(dataset.image_paths)
     drawn_count = min(max_images, len(paths))
-    # Listed before they are written, so that whatever a killed run left is known to the next one.
     written = [f"{REVIEW_DIR}/index.html", *(f"{REVIEW_DIR}/thumbs/{index:06d}.jpg" for index in range(drawn_count))]
+    earlier = listed_files(root / REVIEW_MANIFEST)
+    foreign = [name for name in written if name not in set(earlier) and os.path.lexists(root / name)]
+    if foreign:
+        raise OutputFolderError(
+            f"{root / foreign[0]} is not a file grounded-sam wrote; move it away to write the review page there "
+            "(nothing was changed)"
+        )
+    for stale in earlier:  # only what an earlier review wrote
+        remove_owned_file(root, stale)
+    # Listed before they are written, so that whatever a killed run left is known to the next one.
     atomic_write_text(root / REVIEW_MANIFEST, json.dumps({"files": written}))
     cards, detections_per_class, images_per_class = [], Counter(), Counter()
     bar = progress_bar(len(paths), "Review", enabled=progress)

@@ -23,7 +23,7 @@ from grounded_sam.detections import CLASS_NAME
 from grounded_sam.errors import OutputFolderError
 from grounded_sam.images import DEFAULT_MAX_PIXELS
 from grounded_sam.labeling.files import atomic_write_text, real_directory, remove_owned_file
-from grounded_sam.labeling.folders import check_folder_path
+from grounded_sam.labeling.folders import check_folder_path, check_not_nested
 from grounded_sam.labeling.records import STATE_DIR, listed_files
 from grounded_sam.progress import progress_bar
 from grounded_sam.video_frames import VideoInfo, open_video, probe_video
@@ -72,30 +72,59 @@ class TrackReport:
 
 def plan_track_files(video, output, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> VideoInfo:
     """Everything :func:`track_files` checks before a model is needed: the video opens and its first frame decodes
-    within the pixel budget; the output folder takes the files without replacing one grounded-sam did not write.
+    within the pixel budget; the output folder takes the files without replacing one grounded-sam did not write, and
+    without writing where the video is read from.
 
     Raises:
         FileNotFoundError: the video is missing.
         InvalidVideoError: it is empty, unreadable, not a video, or over the pixel budget.
-        OutputFolderError: the output is a file, is the folder of frames, or holds a foreign file by an output name.
+        OutputFolderError: the output is a file or a broken link; the video is one of the output's files or lies in
+            its dataset or state folder, or the folder of frames is (or lies inside) the output; a foreign file or a
+            folder holds an output name; the dataset or state folder is a link.
     """
     output = Path(output)
     check_folder_path(output, "output folder", "--output")
     info = probe_video(video, max_pixels)
     if output.is_file():
         raise OutputFolderError(f"The output folder {output} is a file; pass a folder path")
-    if isinstance(video, (str, os.PathLike)) and Path(video).is_dir() and Path(video).resolve() == output.resolve():
-        raise OutputFolderError(f"The output folder {output} is the folder of frames; choose another folder")
+    if output.is_symlink() and not output.exists():
+        raise OutputFolderError(f"The output folder {output} is a link to {os.readlink(output)}, which does not exist")
+    if isinstance(video, (str, os.PathLike)):
+        _check_input_outside(Path(video), output)
     if output.is_dir():
-        real_directory(output, STATE_DIR, create=False)
-        ours = set(listed_files(output / STATE_DIR / TRACK_MANIFEST))
-        foreign = [name for name in OUTPUT_FILES if name not in ours and os.path.lexists(output / name)]
-        if foreign:
-            raise OutputFolderError(
-                f"The output folder {output} holds {', '.join(foreign)}, which grounded-sam did not write; choose an "
-                "empty or new folder (nothing was changed)"
-            )
+        for folder in (STATE_DIR, DATASET_FOLDER):
+            real_directory(output, folder, create=False)
+        _check_output_names(output)
     return info
+
+
+def _check_input_outside(video: Path, output: Path) -> None:
+    """Refuses a video that the run would write over: a folder of frames that is or lies inside the output, or a
+    file at one of the output's own paths."""
+    if video.is_dir():
+        check_not_nested(video, output, "--output")
+        return
+    source, root = Path(os.path.realpath(video)), Path(os.path.realpath(output))
+    if root in source.parents and source.relative_to(root).parts[0] in (*OUTPUT_FILES, DATASET_FOLDER, STATE_DIR):
+        raise OutputFolderError(
+            f"The video {video} is where this run writes its results in {output}; move it or choose another --output"
+        )
+
+
+def _check_output_names(output: Path) -> None:
+    ours = set(listed_files(output / STATE_DIR / TRACK_MANIFEST))
+    foreign = [name for name in OUTPUT_FILES if name not in ours and os.path.lexists(output / name)]
+    if foreign:
+        raise OutputFolderError(
+            f"The output folder {output} holds {', '.join(foreign)}, which grounded-sam did not write; choose an "
+            "empty or new folder (nothing was changed)"
+        )
+    folders = [name for name in OUTPUT_FILES if (output / name).is_dir() and not (output / name).is_symlink()]
+    if folders:
+        raise OutputFolderError(
+            f"{', '.join(folders)} in {output} is a folder where grounded-sam writes a file; move it away (nothing "
+            "was changed)"
+        )
 
 
 def track_files(

@@ -5,6 +5,7 @@ side by side per class, with the best configuration (and its prompts) for each c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -12,13 +13,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from grounded_sam.errors import UserInputError
+from grounded_sam.errors import OutputFolderError, UserInputError
 from grounded_sam.evaluation.evaluate import evaluate_dataset
 from grounded_sam.evaluation.ground_truth import load_ground_truth
+from grounded_sam.labeling.files import atomic_write_text, real_directory
 from grounded_sam.labeling.job import LabelingJob
 from grounded_sam.labeling.options import LabelOptions
+from grounded_sam.labeling.records import STATE_DIR, listed_files
 from grounded_sam.ontology import CaptionOntology
 from grounded_sam.pipeline.spec import PipelineSpec
+
+COMPARE_MANIFEST = "compare.json"
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,8 @@ def compare(
         configurations: what to compare; names must be unique.
         output_folder: where each configuration's dataset goes (``output_folder/NAME``); default
             ``<images>_compare`` beside the images. A rerun resumes each dataset, or relabels it when its
-            configuration changed.
+            configuration changed; a folder ``NAME`` that compare did not write (listed in
+            ``output_folder/.grounded-sam/compare.json``) is refused, never relabeled.
         options: PipelineSpec options shared by every configuration (models, device...).
         iou_type: ``"segm"`` (mask AP; box AP when the ground truth has no masks) or ``"bbox"``.
 
@@ -86,6 +92,7 @@ def compare(
     specs = [configuration.spec(options) for configuration in configurations]
     truth = load_ground_truth(ground_truth)
     root = Path(output_folder) if output_folder is not None else _default_output(Path(images))
+    _claim_folders(root, folders)
     label_options = LabelOptions(
         split=(1.0, 0.0), formats=("coco",), overwrite=True, batch_size=batch_size, progress=progress, verbose=False
     )
@@ -115,6 +122,29 @@ def compare(
         "iou_type": kind,
         **_tables(rows, kind, configurations),
     }
+
+
+def _claim_folders(root: Path, folders: list[str]) -> None:
+    """Lists the configurations' folders as compare's own before any is written: a rerun may relabel a folder an
+    earlier compare wrote, never one with anything else in it (a dataset labeled by hand or by ``label``).
+
+    Raises:
+        OutputFolderError: a folder is a link, or holds files and no compare listed it.
+    """
+    manifest = root / STATE_DIR / COMPARE_MANIFEST
+    ours = set(listed_files(manifest)) if root.is_dir() and not manifest.is_symlink() else set()
+    for folder in (STATE_DIR, *folders):
+        real_directory(root, folder, create=False)
+    for folder in folders:
+        path = root / folder
+        if folder not in ours and path.is_dir() and any(path.iterdir()):
+            raise OutputFolderError(
+                f"{path} holds files compare did not write; choose another output folder or move them away "
+                "(nothing was changed)"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    real_directory(root, STATE_DIR)
+    atomic_write_text(manifest, json.dumps({"files": sorted(ours | set(folders))}))
 
 
 def _tables(rows: list[dict], kind: str, configurations: Sequence[Configuration]) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from grounded_sam.evaluation.report_files import WRITTEN_BY, check_report_file
 from grounded_sam.labeling.files import atomic_write_bytes
 
 _LABELS = {"bbox": "box AP", "segm": "mask AP", "segm_cleaned": "cleaned mask AP"}
@@ -15,7 +16,8 @@ _LABELS = {"bbox": "box AP", "segm": "mask AP", "segm_cleaned": "cleaned mask AP
 
 def plot_evaluation(report: dict, path: str | Path) -> None:
     """Writes a PNG of an :func:`~grounded_sam.evaluation.evaluate_dataset` report: AP@[.5:.95] per class (box,
-    mask, cleaned masks), and with a sweep, AP, precision and recall against min_confidence."""
+    mask, cleaned masks), and with a sweep, AP, precision and recall against min_confidence. An existing ``path``
+    is replaced only if grounded-sam wrote it (``OutputFolderError`` otherwise)."""
     from matplotlib.figure import Figure
 
     kinds = [kind for kind in _LABELS if report.get(kind)]
@@ -74,6 +76,8 @@ def _number(value) -> float:
 
 
 def _save(figure, path: str | Path) -> None:
+    """Writes the PNG marked as ours (its ``Software`` text), replacing only a picture of ours."""
+    check_report_file(path, "--plot")
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": WRITTEN_BY})
     atomic_write_bytes(Path(path), buffer.getvalue())

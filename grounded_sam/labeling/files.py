@@ -39,13 +39,23 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
 
 
+def stays_inside(relative: str | PurePosixPath) -> bool:
+    """Whether a relative path read from a record or a manifest stays below its root: no ``..``, not absolute (a
+    dataset from elsewhere may have been edited to name anything)."""
+    path = PurePosixPath(relative)
+    return not path.is_absolute() and ".." not in path.parts
+
+
 def real_directory(root: Path, relative: str | PurePosixPath = ".", create: bool = True) -> Path:
     """``root / relative`` as a real folder, creating the parts that are missing (with ``create``; without, missing
     parts are fine and only the existing ones are checked).
 
     Raises:
-        OutputFolderError: a part below ``root`` is a symbolic link or a file (nothing is written through it).
+        OutputFolderError: a part below ``root`` is a symbolic link or a file (nothing is written through it), or
+            ``relative`` leaves ``root`` (``..``, an absolute path).
     """
+    if not stays_inside(relative):
+        raise OutputFolderError(f"{relative} is not a folder inside {root}: a record or manifest there was edited")
     path = root
     for part in PurePosixPath(relative).parts:
         if part == ".":
@@ -139,7 +149,9 @@ def remove_file(path: Path) -> bool:
 
 def remove_owned_file(root: Path, relative: str | PurePosixPath) -> bool:
     """Removes ``root / relative`` (a file or link the dataset's records name), reaching it without following a
-    link: if a folder on the way is a link, nothing is removed."""
+    link: if a folder on the way is a link, or the path leaves ``root``, nothing is removed."""
+    if not stays_inside(relative):
+        return False
     path = root
     parts = PurePosixPath(relative).parts
     for part in parts[:-1]:

@@ -20,7 +20,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from grounded_sam.labeling.files import atomic_write_text
+from grounded_sam.labeling.files import atomic_write_text, stays_inside
+from grounded_sam.labeling.folders import SPLIT_NAMES
 
 STATE_DIR = ".grounded-sam"
 RECORDS_DIR = f"{STATE_DIR}/records"
@@ -114,15 +115,25 @@ def read_record(path: Path) -> tuple[dict, list[dict]]:
 
 
 def whole_record_header(path: Path) -> dict | None:
-    """The record's header if the file is whole (a header line, then a detections line ending in ``]``), else None:
-    a power cut can leave an unflushed, empty or cut file behind even though it was renamed into place."""
+    """The record's header if the file is whole (a header line, then a detections line ending in ``]``) and names
+    files inside the dataset, else None: a power cut can leave an unflushed, empty or cut file behind even though it
+    was renamed into place."""
     try:
         with open(path, "rb") as file:
             header = json.loads(file.readline())
             file.seek(-2, os.SEEK_END)
-            return header if file.read() == b"]\n" and "source" in header else None
+            whole = file.read() == b"]\n" and "source" in header
     except (OSError, ValueError):
         return None
+    return header if whole and _names_its_own_files(header) else None
+
+
+def _names_its_own_files(header: dict) -> bool:
+    """Whether the header's split and name make paths inside the dataset (a record edited to name ``../x`` or a
+    split outside train/valid/test reads as broken, so nothing is ever written or served through it)."""
+    name = header.get("name")
+    plain = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+    return plain and header.get("split") in SPLIT_NAMES
 
 
 def next_ids(root: Path) -> tuple[int, int]:
@@ -167,4 +178,4 @@ def listed_files(manifest: Path) -> list[str]:
         files = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
     except (OSError, ValueError, AttributeError):
         return []
-    return [name for name in files if isinstance(name, str) and ".." not in PurePosixPath(name).parts]
+    return [name for name in files if isinstance(name, str) and stays_inside(name)]

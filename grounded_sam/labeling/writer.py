@@ -282,6 +282,11 @@ class DatasetWriter:
         header = whole_record_header(path) if path is not None else None
         if header is None or not header["kept"]:
             raise UserInputError(f"{name!r} is not an image of the dataset at {self.root}")
+        if (self.root / CORRECTIONS_LOG).is_symlink():  # refused before the record changes, not after
+            raise OutputFolderError(
+                f"{self.root / CORRECTIONS_LOG} is a symbolic link; grounded-sam never writes through links: remove "
+                "it (nothing was changed)"
+            )
         if labels.count > header["count"]:  # more annotations than its id range holds: a fresh range at the end
             header["annotation_id"] = next_ids(self.root)[1]
         header.update(version=RECORD_VERSION, count=labels.count, corrected_at=now_text())

@@ -21,7 +21,7 @@ from grounded_sam.apps.cli.common import (
     console,
     user_errors,
 )
-from grounded_sam.apps.cli.eval import GroundTruthPath, JsonFile, PlotFile, number, write_outputs
+from grounded_sam.apps.cli.eval import GroundTruthPath, JsonFile, PlotFile, check_outputs, number, write_outputs
 
 
 @user_errors
@@ -63,6 +63,7 @@ def compare(
     """
     from grounded_sam.evaluation import compare as run_compare
 
+    check_outputs(json_file, plot)
     shared = {
         "florence": florence,
         "sam": sam,

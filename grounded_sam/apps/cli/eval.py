@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -45,18 +44,28 @@ def evaluate(
     from grounded_sam.evaluation import evaluate_dataset
     from grounded_sam.segmentation.cleanup import MaskCleanup
 
+    check_outputs(json_file, plot)
     cleanup = MaskCleanup(max_hole_area, max_sprinkle_area, keep_largest_part)
     report = evaluate_dataset(dataset, ground_truth, sweep=sweep, cleanup=cleanup)
     write_outputs(report, json_file, plot, "evaluation")
     print_report(report)
 
 
+def check_outputs(json_file: Path | None, plot: Path | None) -> None:
+    """Refuses, before any work, report paths that are folders, have no folder, or name a file grounded-sam did not
+    write (the ground truth, an image, a dataset's state...)."""
+    from grounded_sam.evaluation.report_files import check_report_file
+
+    check_report_file(json_file, "--json")
+    check_report_file(plot, "--plot")
+
+
 def write_outputs(report: dict, json_file: Path | None, plot: Path | None, kind: str) -> None:
     """The report as JSON and as a picture, where asked."""
-    from grounded_sam.labeling.files import atomic_write_text
+    from grounded_sam.evaluation.report_files import write_report_json
 
     if json_file is not None:
-        atomic_write_text(json_file, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        write_report_json(json_file, report)
     if plot is not None:
         from grounded_sam.evaluation.plots import plot_comparison, plot_evaluation
 

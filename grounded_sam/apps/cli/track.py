@@ -47,6 +47,9 @@ def track(
         int, typer.Option(min=0, help="Also write every N-th frame as a YOLO-seg + COCO dataset in OUT/dataset; 0: no.")
     ] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset of other settings in OUT/dataset.")] = False,
+    discard_corrections: Annotated[
+        bool, typer.Option(help="With --overwrite, also replace OUT/dataset's frames whose labels a person corrected.")
+    ] = False,
     fps: Annotated[float, typer.Option(min=0.0, help="Frame rate of the annotated video; 0: the video's own.")] = 0.0,
     offload: Annotated[bool, typer.Option(help="Keep SAM 2's state on the CPU (long videos, small GPUs).")] = False,
     max_pixels: Annotated[
@@ -84,7 +87,8 @@ def track(
     settings = _settings(spec, detect_every, iou_threshold, patience)
     require_available(spec.model_sources())
     spec.check_prompts()
-    dataset = _dataset(output / DATASET_FOLDER, video, chosen, settings, dataset_every, overwrite)
+    replace = {"overwrite": overwrite, "discard_corrections": discard_corrections}
+    dataset = _dataset(output / DATASET_FOLDER, video, chosen, settings, dataset_every, replace)
     try:
         model = _build(chosen, spec)
         report = track_files(
@@ -114,13 +118,13 @@ def _settings(spec, detect_every: int, iou_threshold: float, patience: int) -> d
     return {"ontology": spec.ontology, "model": model, "tracking": tracking}
 
 
-def _dataset(folder: Path, video: Path, ontology, settings: dict, every: int, overwrite: bool):
+def _dataset(folder: Path, video: Path, ontology, settings: dict, every: int, replace: dict):
     if not every:
         return None
     from grounded_sam.apps.track_dataset import VideoDataset
     from grounded_sam.labeling.options import LabelOptions
 
-    options = LabelOptions(overwrite=overwrite, progress=False, verbose=False)
+    options = LabelOptions(**replace, progress=False, verbose=False)
     return VideoDataset(folder, video, ontology.classes(), settings, every, options)
 
 
