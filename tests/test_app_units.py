@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 if os.environ.get("GROUNDED_SAM_REQUIRE_BROWSER") != "1":  # CI: fail rather than skip
@@ -239,3 +240,29 @@ def test_the_click_benchmark_runs_on_a_tiny_sam(sam_dir, tmp_path):
     for size in report["sizes"].values():
         assert len(size["click_decoder_only_s"]) == len(size["click_with_reencode_s"]) == 3
         assert size["median_decoder_only_s"] > 0 and size["ratio"] > 0
+
+
+@pytest.mark.slow
+def test_typed_prompts_run_on_another_detector_and_find_everything_says_it_needs_florence(sam_dir, tmp_path, rng):
+    from grounded_sam.apps.web import AppModels
+    from grounded_sam.detection.florence2 import OBJECT_DETECTION, PHRASE_GROUNDING
+    from grounded_sam.ontology import CaptionOntology
+    from grounded_sam.pipeline import PipelineSpec
+    from grounded_sam.testing import build_tiny_owlv2
+
+    owlv2 = build_tiny_owlv2(tmp_path / "owlv2")
+    spec = PipelineSpec(detector="owlv2", detector_model=str(owlv2), box_threshold=0.0, sam=str(sam_dir), device="cpu")
+    models = AppModels.from_spec(spec)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    for prompts in ({"a cat": "cat"}, {"a dog": "dog", "a person": "person"}):  # each request its own prompts
+        found = models.detect(image, CaptionOntology(prompts), PHRASE_GROUNDING, 0.0, None)
+        assert len(found) > 0 and set(found.data["class_name"]) <= set(prompts.values())
+    assert not models.finds_everything and models.describe()["detector"] == "owlv2"
+    with pytest.raises(AppError, match="Find everything needs Florence-2"):
+        models.detect(image, None, OBJECT_DETECTION, 0.0, None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    flags = ["--detector", "owlv2", "--detector-model", str(owlv2), "--sam", str(sam_dir), "--device", "cpu"]
+    result = run_cli("app", "--port", str(port), "--check", *flags)
+    assert result.returncode == 0 and f"ok: http://127.0.0.1:{port}/ answers" in result.stdout, result.stderr

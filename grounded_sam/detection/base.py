@@ -19,7 +19,8 @@ class Detector(Protocol):
     pixels of that image, confidence in [0, 1], class_id into the ontology's ``classes()``, and
     data["class_name"] and data["prompt"]. One model call per batch is the rule; an image with nothing found gets an
     empty Detections. Optionally, ``settings()`` returns what its results depend on (JSON-ready), which a labeled
-    dataset stores so that resuming with another detector is refused.
+    dataset stores so that resuming with another detector is refused; and ``with_ontology(ontology)`` returns the
+    same model with other prompts, which the app uses for each request's prompts.
     """
 
     def detect(self, images: Sequence[np.ndarray]) -> list[sv.Detections]: ...

@@ -116,6 +116,18 @@ class Florence2Detector:
             self.model.config.name_or_path, self.task, self.max_new_tokens, self.num_beams, self.autocast_dtype
         )
 
+    def with_ontology(self, ontology: CaptionOntology | None, task: str | None = None) -> Florence2Detector:
+        """This detector's model, processor and options for other prompts (and task): nothing is loaded."""
+        return Florence2Detector(
+            self.model,
+            self.processor,
+            ontology,
+            task=task or self.task,
+            max_new_tokens=self.max_new_tokens,
+            num_beams=self.num_beams,
+            autocast_dtype=self.autocast_dtype,
+        )
+
     def compile(self) -> None:
         """``torch.compile`` the vision tower, and decode greedily with a static KV cache that transformers'
         ``generate`` compiles (CUDA graphs on CUDA; see :func:`.florence2_decoding.decoding_options`). The first

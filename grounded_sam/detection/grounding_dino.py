@@ -172,6 +172,12 @@ class GroundingDinoDetector:
     def device(self) -> torch.device:
         return self.model.device
 
+    def with_ontology(self, ontology: CaptionOntology) -> GroundingDinoDetector:
+        """This detector's model, processor and thresholds for other prompts: nothing is loaded."""
+        return GroundingDinoDetector(
+            self.model, self.processor, ontology, self.box_threshold, self.text_threshold, self.autocast_dtype
+        )
+
     def settings(self) -> dict:
         """What its detections depend on: the model, the thresholds and the precision (a dataset stores this)."""
         return grounding_dino_settings(

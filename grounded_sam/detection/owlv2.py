@@ -90,6 +90,12 @@ class Owlv2Detector:
     def device(self) -> torch.device:
         return self.model.device
 
+    def with_ontology(self, ontology: CaptionOntology) -> Owlv2Detector:
+        """This detector's model, processor and thresholds for other prompts: nothing is loaded."""
+        return Owlv2Detector(
+            self.model, self.processor, ontology, self.box_threshold, self.nms_threshold, self.autocast_dtype
+        )
+
     def settings(self) -> dict:
         """What its detections depend on: the model, the thresholds and the precision (a dataset stores this)."""
         return owlv2_settings(

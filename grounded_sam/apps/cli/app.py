@@ -11,6 +11,9 @@ from typing import Annotated
 import typer
 
 from grounded_sam.apps.cli.common import (
+    BoxThreshold,
+    DetectorModel,
+    DetectorName,
     Device,
     Dtype,
     Florence,
@@ -20,6 +23,7 @@ from grounded_sam.apps.cli.common import (
     Preset,
     Prompts,
     Sam,
+    TextThreshold,
     UserError,
     console,
     ontology_from,
@@ -56,6 +60,10 @@ def app(
     dtype: Dtype = "auto",
     min_confidence: MinConfidence = 0.0,
     nms: Nms = 0.7,
+    detector: DetectorName = "florence2",
+    detector_model: DetectorModel = None,
+    box_threshold: BoxThreshold = None,
+    text_threshold: TextThreshold = None,
     check: Annotated[
         bool, typer.Option("--check", help="Start, answer one request from itself and exit (for scripts).")
     ] = False,
@@ -75,7 +83,12 @@ def app(
     # Everything that can be checked is checked before the models load, which takes a while.
     index = DatasetIndex(dataset) if dataset is not None else None
     starting = ontology_from(prompt, ontology) if prompt or ontology else None
-    spec = pipeline_spec(starting, florence, sam, preset, device, dtype, min_confidence, nms)
+    detector_options = dict(
+        detector=detector, detector_model=detector_model, box_threshold=box_threshold, text_threshold=text_threshold
+    )
+    spec = pipeline_spec(starting, florence, sam, preset, device, dtype, min_confidence, nms, **detector_options)
+    if starting is not None:
+        spec.check_prompts()
     if port == 0:
         port = free_port(host)
     elif not port_is_free(host, port):

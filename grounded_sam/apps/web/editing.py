@@ -34,7 +34,7 @@ def find(
     nms_threshold: float | None,
     keep: bool = False,
 ) -> list[Detection]:
-    """Florence-2's boxes for the prompts (or every object, for ``task="object_detection"`` without prompts), each
+    """The detector's boxes for the prompts (or every object, for ``task="object_detection"`` without prompts), each
     segmented by SAM 2 in one decoder pass; they replace the workspace's detections unless ``keep``."""
     found = models.detect(workspace.image, ontology, task, min_confidence, nms_threshold)
     if not keep:

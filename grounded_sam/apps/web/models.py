@@ -1,8 +1,8 @@
-"""The models of one app process: Florence-2 and SAM 2 built once (from a ``PipelineSpec``, or taken from a
-``GroundedSAM2`` already loaded), shared by every session, every call under one lock.
+"""The models of one app process: a detector (Florence-2, Grounding DINO or OWLv2) and SAM 2 built once (from a
+``PipelineSpec``, or taken from a ``GroundedSAM2`` already loaded), shared by every session, every call under one lock.
 
-A request never builds a model: a text prompt gets a ``Florence2Detector`` that only wraps the loaded Florence-2 with
-that request's prompts, and a click is one ``Segmenter.predict`` on the image's cached embedding (the mask decoder
+A request never builds a model: a text prompt gets the detector's ``with_ontology`` (the loaded model with that
+request's prompts), and a click is one ``Segmenter.predict`` on the image's cached embedding (the mask decoder
 only). The page may switch to another model pair among :class:`ModelChoices`; each pair loads on first use and stays.
 """
 
@@ -26,29 +26,35 @@ from .state import AppError
 
 # GroundedSAM2 is built with an ontology; the app's requests bring their own prompts.
 _BUILD_ONTOLOGY = {"object": "object"}
+# A preset is a Florence-2 + SAM 2 pair: its spec drops another detector the app was started with.
+_PRESET_DETECTOR = {"detector": "florence2", "detector_model": None, "box_threshold": None, "text_threshold": None}
 
 
 class AppModels:
-    """Florence-2 (for text prompts and "find everything"; optional) and SAM 2 (clicks, boxes, everything).
+    """A detector (for text prompts, and with Florence-2 "find everything"; optional) and SAM 2 (clicks, boxes,
+    everything).
 
     Every model call holds :attr:`lock`: requests run on Starlette's thread pool, two inferences at once on one CPU or
-    GPU only slow each other down, and a Florence-2 detector serves one thread at a time.
+    GPU only slow each other down, and a detector serves one thread at a time.
 
     Args:
         segmenter: a :class:`~grounded_sam.Segmenter`.
-        florence: a built :class:`~grounded_sam.Florence2Detector` whose model, processor and decoding options the
-            app's detectors reuse, or None (then only clicks, boxes and segment-everything work).
+        detector: a built detector with ``with_ontology`` (``Florence2Detector``, ``GroundingDinoDetector``,
+            ``Owlv2Detector``) whose model and options each request's prompts reuse, or None (then only clicks,
+            boxes and segment-everything work).
         options: the starting thresholds and task (a ``PipelineSpec``'s; the page may change the thresholds).
         name: how the page names this pair.
     """
 
-    def __init__(self, segmenter: Segmenter, florence: Florence2Detector | None, options: PipelineSpec, name: str):
-        self.segmenter, self.florence, self.options, self.name = segmenter, florence, options, name
+    def __init__(self, segmenter: Segmenter, detector, options: PipelineSpec, name: str):
+        self.segmenter, self.detector, self.options, self.name = segmenter, detector, options, name
         self.lock = threading.Lock()
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec, name: str | None = None) -> AppModels:
         """Loads the pair ``spec`` names (its ontology, if any, is only the page's starting prompts)."""
+        if spec.backend != "grounded-sam2":
+            raise AppError("The app segments with SAM 2: use backend='grounded-sam2' (SAM 3 is not offered there)")
         pipeline = GroundedSAM2.from_spec(dataclasses.replace(spec, ontology=spec.ontology or _BUILD_ONTOLOGY))
         return cls(pipeline.segmenter, pipeline.detector, spec, name or describe(spec))
 
@@ -57,14 +63,19 @@ class AppModels:
         """Reuses a loaded pipeline's models (nothing is loaded): a notebook's ``GroundedSAM2``."""
         if not isinstance(pipeline.segmenter, Segmenter):
             raise AppError("The app needs a grounded_sam.Segmenter (SAM 2) as the pipeline's segmenter")
-        florence = pipeline.detector if isinstance(pipeline.detector, Florence2Detector) else None
+        detector = pipeline.detector if callable(getattr(pipeline.detector, "with_ontology", None)) else None
         options = PipelineSpec(
             pipeline.ontology.to_dict(),
             min_confidence=pipeline.min_confidence,
             nms_threshold=pipeline.nms_threshold,
             class_agnostic_nms=pipeline.class_agnostic_nms,
         )
-        return cls(pipeline.segmenter, florence, options, name)
+        return cls(pipeline.segmenter, detector, options, name)
+
+    @property
+    def finds_everything(self) -> bool:
+        """Whether "find everything" works: Florence-2's object detection, the one detector that needs no prompts."""
+        return isinstance(self.detector, Florence2Detector)
 
     def detect(
         self,
@@ -74,22 +85,19 @@ class AppModels:
         min_confidence: float,
         nms_threshold: float | None,
     ) -> sv.Detections:
-        """Florence-2's boxes for ``ontology`` in an (H, W, 3) uint8 RGB image (``task="object_detection"`` with no
-        ontology: every object it knows), filtered as the pipeline filters them. No masks."""
-        if self.florence is None:
-            raise AppError("These models have no Florence-2: text prompts need one (--florence or --preset)")
+        """The detector's boxes for ``ontology`` in an (H, W, 3) uint8 RGB image (with Florence-2,
+        ``task="object_detection"`` and no ontology: every object it knows), filtered as the pipeline filters them.
+        No masks."""
+        if self.detector is None:
+            raise AppError("These models have no detector: text prompts need one (--florence, --detector or --preset)")
+        if task == OBJECT_DETECTION and ontology is None and not self.finds_everything:
+            raise AppError("Find everything needs Florence-2; this detector finds only what you type")
         if ontology is None and task != OBJECT_DETECTION:
             raise AppError("Type at least one prompt, e.g. 'a dog, a person', or use Find everything")
-        template = self.florence
-        detector = Florence2Detector(
-            template.model,
-            template.processor,
-            ontology,
-            task=task,
-            max_new_tokens=template.max_new_tokens,
-            num_beams=template.num_beams,
-            autocast_dtype=template.autocast_dtype,
-        )
+        if self.finds_everything:
+            detector = self.detector.with_ontology(ontology, task=task)
+        else:
+            detector = self.detector.with_ontology(ontology)
         with self.lock:
             found = detector.detect([image])[0]
         return filter_boxes(found, min_confidence, nms_threshold, self.options.class_agnostic_nms)
@@ -112,15 +120,21 @@ class AppModels:
     def describe(self) -> dict:
         """What the page shows about these models."""
         settings = self.segmenter.settings()
-        florence = self.florence.settings()["model"] if self.florence is not None else None
-        return {"name": self.name, "florence": florence, "sam": settings["model"], "device": str(self.segmenter.device)}
+        detector = self.detector.settings() if self.detector is not None else None
+        return {
+            "name": self.name,
+            "detector": detector["type"] if detector else None,
+            "detector_model": detector["model"] if detector else None,
+            "sam": settings["model"],
+            "device": str(self.segmenter.device),
+        }
 
 
 def describe(spec: PipelineSpec) -> str:
     """``"preset fast"``, or the two models' sources."""
-    if spec.florence is None and spec.sam is None:
+    if spec.florence is None and spec.sam is None and spec.detector == "florence2" and spec.detector_model is None:
         return f"preset {spec.preset}"
-    return f"{spec.florence_source} + {spec.sam_source}"
+    return f"{spec.detector_source} + {spec.sam_source}"
 
 
 class ModelChoices:
@@ -142,7 +156,7 @@ class ModelChoices:
         for preset, models in PRESETS.items():
             if is_cached(models.florence) and is_cached(models.sam):
                 specs[f"preset {preset}"] = dataclasses.replace(
-                    first.options, florence=None, sam=None, sam_size=None, preset=preset
+                    first.options, **_PRESET_DETECTOR, florence=None, sam=None, sam_size=None, preset=preset
                 )
         return cls(first, specs)
 

@@ -66,8 +66,9 @@ class SegmentRoutes:
         return ok(await locked(session, work))
 
     async def run(self, request: Request) -> Response:
-        """``{prompts, task, min_confidence, nms, keep}``: Florence-2's boxes (task ``object_detection`` with no
-        prompts: every object it knows), then one mask-decoder pass on the cached embedding."""
+        """``{prompts, task, min_confidence, nms, keep}``: the detector's boxes (with Florence-2, task
+        ``object_detection`` and no prompts: every object it knows), then one mask-decoder pass on the cached
+        embedding."""
         session, payload = self.context.session(request), await guards.read_json(request)
         models = self.context.models_of(session)
         ontology = guards.ontology(payload.get("prompts", ""))

@@ -150,5 +150,6 @@ def _starting_options(models: AppModels) -> dict:
         "task": options.task,
         "min_confidence": options.min_confidence,
         "nms": options.nms_threshold or 0,
-        "florence": models.florence is not None,
+        "text_prompts": models.detector is not None,
+        "find_everything": models.finds_everything,
     }

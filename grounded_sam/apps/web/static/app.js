@@ -60,7 +60,8 @@ function render() {
   $("detections").replaceChildren();
   const hasImage = Boolean(workspace);
   for (const id of ["dl-json", "dl-annotated", "run", "find-all", "everything"]) $(id).disabled = !hasImage;
-  if (hasImage && !state.florence) { $("run").disabled = true; $("find-all").disabled = true; }
+  if (hasImage && !state.textPrompts) $("run").disabled = true;
+  if (hasImage && !state.findEverything) $("find-all").disabled = true;
   for (const id of ["dl-mask", "dl-cutout"]) $(id).disabled = state.selected === null;
   const inDataset = Boolean(workspace && workspace.dataset_key);
   $("save").hidden = !inDataset;
@@ -342,7 +343,12 @@ function wireControls() {
 }
 
 function applySession(session) {
-  Object.assign(state, { session: session.session, limits: session.limits, florence: session.options.florence });
+  Object.assign(state, {
+    session: session.session,
+    limits: session.limits,
+    textPrompts: session.options.text_prompts,
+    findEverything: session.options.find_everything,
+  });
   $("prompts").value = session.prompts;
   $("task").value = session.options.task === "open_vocabulary" ? "open_vocabulary" : "phrase_grounding";
   $("min-confidence").value = session.options.min_confidence;
