@@ -163,3 +163,18 @@ def coco_of_every_split(dataset: Path) -> dict:
         merged["images"] += content["images"]
         merged["annotations"] += content["annotations"]
     return merged
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], rate: int = 10) -> Path:
+    """An x264 mp4 of (H, W, 3) uint8 RGB frames (PyAV, which supervision brings)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -147,7 +147,8 @@ def test_compare_sets_two_ontologies_side_by_side_and_names_the_best_per_class(g
     assert report["best"]["dog"] == {"configuration": "dogs", "AP": 1.0, "prompts": ["a dog"], "tied": []}
     assert report["best"]["person"]["configuration"] == "puppies"
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [".grounded-sam", "dogs", "puppies"]
-    assert json.loads((tmp_path / "runs" / ".grounded-sam" / "compare.json").read_text()) == {"files": ["dogs", "puppies"]}
+    listed = json.loads((tmp_path / "runs" / ".grounded-sam" / "compare.json").read_text())
+    assert listed == {"files": ["dogs", "puppies"]}
     assert "best for dog: dogs (AP 1.000; prompts 'a dog')" in result.stderr
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 

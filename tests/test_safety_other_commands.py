@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CannedModel, canned_detections, label_quietly, make_good_images
+from helpers import CannedModel, canned_detections, label_quietly, make_good_images, write_mp4
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,7 +21,7 @@ from grounded_sam.labeling.corrections import correct_image
 from grounded_sam.labeling.files import real_directory, remove_owned_file
 from grounded_sam.labeling.records import CORRECTIONS_LOG, read_header, record_path
 
-av = pytest.importorskip("av")
+pytest.importorskip("av")
 
 
 def _sums(folder: Path) -> dict:
@@ -47,17 +47,8 @@ def _mine(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for index in range(4):
-            frame = np.full((48, 64, 3), 60 + 20 * index, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    frames = [np.full((48, 64, 3), 60 + 20 * index, np.uint8) for index in range(4)]
+    return write_mp4(tmp_path_factory.mktemp("clip") / "clip.mp4", frames)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import write_mp4
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
@@ -42,16 +43,7 @@ def _frames(count: int = FRAMES) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("video") / "clip.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=12)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for frame in _frames():
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_mp4(tmp_path_factory.mktemp("video") / "clip.mp4", _frames(), rate=12)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import supervision as sv
 import torch
+from helpers import write_mp4
 from transformers import Sam2VideoModel
 
 from grounded_sam import Segmenter, VideoSegmenter
@@ -170,16 +171,8 @@ def test_reverse_tracks_backwards_from_the_prompts(segmenter, frames):
 
 
 def test_reverse_from_a_video_file_equals_reverse_from_its_decoded_frames(segmenter, tmp_path):
-    av = pytest.importorskip("av")
-    path = tmp_path / "clip.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for frame in shapes_video(12):
-            for packet in list(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    pytest.importorskip("av")
+    path = write_mp4(tmp_path / "clip.mp4", shapes_video(12))
     from grounded_sam.video_frames import open_video
 
     decoded = [frame for _, frame in open_video(path)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import write_mp4
 from PIL import Image
 
 from grounded_sam.errors import InvalidVideoError
@@ -22,18 +23,6 @@ def moving_square(count: int, height: int = 48, width: int = 64) -> list[np.ndar
         frame[10:30, 5 + index : 25 + index] = (250, 30, 30)
         frames.append(frame)
     return frames
-
-
-def write_mp4(path: Path, frames: list[np.ndarray]) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def write_mjpeg_with_a_corrupt_frame(path: Path, frames: list[np.ndarray], broken: int) -> Path:
