@@ -217,3 +217,87 @@ def test_a_correction_is_refused_before_anything_changes_when_its_log_is_a_link(
     with pytest.raises(OutputFolderError, match="symbolic link"):
         correct_image(labeled, name, canned_detections(np.zeros((48, 64, 3), np.uint8)), [])
     assert record_path(labeled, name).read_bytes() == record and mine.read_text() == "mine\n"
+
+
+# models tiny, predict, logs shared by hard links, the review page, odd record names
+def test_tiny_models_are_never_written_over_a_folder_of_the_users(tmp_path):
+    mine = tmp_path / "models" / "florence"
+    mine.mkdir(parents=True)
+    (mine / "model-00001-of-00002.safetensors").write_bytes(b"my weights")
+    before = _sums(tmp_path / "models")
+    code, output = _invoke("models", "tiny", tmp_path / "models")
+    assert code == 2 and "is not empty" in output
+    assert _sums(tmp_path / "models") == before
+    (tmp_path / "afile").write_text("x")
+    code, output = _invoke("models", "tiny", tmp_path / "afile")
+    assert code == 2 and "is a file" in output
+
+
+@pytest.mark.parametrize("command", ["predict", "track"])
+def test_an_output_below_a_file_is_one_line_before_any_model_loads(command, clip, tmp_path):
+    make_good_images(tmp_path / "photos", 1)
+    (tmp_path / "afile").write_text("x")
+    source = tmp_path / "photos" if command == "predict" else clip
+    code, output = _invoke(command, source, "-p", "a dog", "-o", tmp_path / "afile" / "sub", *NO_MODELS)
+    assert code == 2 and "lies below" in output and "a file" in output
+
+
+def test_a_video_whose_name_is_not_utf8_is_refused_before_any_model_loads(clip, tmp_path):
+    odd = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"clip\xff.mp4")))
+    odd.write_bytes(clip.read_bytes())
+    code, output = _invoke("track", odd, "-p", "a dog", "-o", tmp_path / "out", "--dataset-every", "2", *NO_MODELS)
+    assert code == 2 and "is not valid UTF-8" in output and not (tmp_path / "out").exists()
+
+
+def test_predict_refuses_a_folder_where_an_earlier_run_wrote_a_file(tmp_path):
+    make_good_images(tmp_path / "photos", 1)
+    out = tmp_path / "out"
+    (out / ".grounded-sam").mkdir(parents=True)
+    (out / ".grounded-sam" / "predict.json").write_text(json.dumps({"files": ["img_000.jpg", "img_000.json"]}))
+    (out / "img_000.jpg").mkdir()
+    (out / "img_000.jpg" / "mine.txt").write_text("mine")
+    code, output = _invoke("predict", tmp_path / "photos", "-p", "a dog", "-o", out, *NO_MODELS)
+    assert code == 2 and "is a folder where grounded-sam writes a file" in output
+    assert (out / "img_000.jpg" / "mine.txt").read_text() == "mine"
+
+
+def test_a_log_shared_with_a_hard_linked_backup_is_appended_to_without_changing_the_backup(labeled, tmp_path):
+    names = [read_header(path)["name"] for path in sorted((labeled / ".grounded-sam" / "records").iterdir())]
+    image = np.zeros((48, 64, 3), np.uint8)
+    correct_image(labeled, names[0], canned_detections(image), [{"first": 1}])
+    backup = tmp_path / "backup.jsonl"
+    os.link(labeled / CORRECTIONS_LOG, backup)  # what `cp -al dataset backup` does to every file
+    held = backup.read_bytes()
+    correct_image(labeled, names[1], canned_detections(image), [{"second": 2}])
+    assert backup.read_bytes() == held
+    lines = (labeled / CORRECTIONS_LOG).read_text().splitlines()
+    assert [json.loads(line)["changes"] for line in lines] == [[{"first": 1}], [{"second": 2}]]
+
+
+def test_review_with_an_image_gone_writes_the_page_and_lists_it(labeled):
+    write_review(labeled, progress=False)
+    gone = next(labeled.glob("*/images/*.png"))
+    gone.unlink()
+    page = write_review(labeled, progress=False)
+    text = page.read_text()
+    assert gone.name in text and "Image file not found" in text
+    thumbs = sorted(path.name for path in (labeled / "review" / "thumbs").iterdir())
+    assert len(thumbs) == 3  # the three images still there; the fourth's old thumbnail removed
+
+
+def test_a_record_name_with_a_nul_byte_is_left_out_of_the_app(labeled):
+    from grounded_sam.apps.web.dataset import DatasetIndex
+
+    path = next((labeled / ".grounded-sam" / "records").iterdir())
+    header, entries = path.read_text().splitlines()
+    path.write_text(json.dumps({**json.loads(header), "name": "img\x00.png"}) + "\n" + entries + "\n")
+    assert "img\x00.png" not in DatasetIndex(labeled).entries
+
+
+def test_compare_refuses_a_report_inside_a_folder_it_labels_into(gold, tmp_path):
+    images, truth, ontology = gold
+    (tmp_path / "runs" / "dogs").mkdir(parents=True)  # where the "dogs" configuration's dataset will go
+    code, output = _invoke("compare", images, "--ground-truth", truth, "--ontology", ontology, "-o", tmp_path / "runs",
+                           "--json", tmp_path / "runs" / "dogs" / "report.json", *NO_MODELS)  # fmt: skip
+    assert code == 2 and "which compare labels into" in output
+    assert list((tmp_path / "runs").iterdir()) == [tmp_path / "runs" / "dogs"]  # nothing written

@@ -143,6 +143,12 @@ def plan_predict_files(source: Path, output: Path, recursive: bool = False, cuto
                 f"The output folder {output} holds {foreign[0]}{more}, which grounded-sam did not write; choose an "
                 "empty or new folder (nothing was changed)"
             )
+        folders = [name for name in files if name != CUTOUTS_DIR and os.path.isdir(output / name)]
+        if folders:
+            raise UserInputError(
+                f"{output / folders[0]} is a folder where grounded-sam writes a file; move it away (nothing was "
+                "changed)"
+            )
     return {"root": root, "sources": relative, "names": names, "files": files, "found": len(found), "skipped": skipped}
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from grounded_sam.annotate import annotate
 from grounded_sam.detections import CLASS_NAME
-from grounded_sam.errors import OutputFolderError, UserInputError
+from grounded_sam.errors import InvalidImageError, OutputFolderError, UserInputError
 from grounded_sam.images import load_image
 from grounded_sam.labeling.dataset import LabeledDataset
 from grounded_sam.labeling.files import atomic_write_bytes, atomic_write_text, real_directory, remove_owned_file
@@ -48,22 +48,22 @@ def write_review(
     dataset = LabeledDataset(dataset_folder)
     root = Path(dataset_folder).absolute()
     real_directory(root, STATE_DIR, create=False)  # the manifest goes there: never through a link
-    thumbs = real_directory(root, f"{REVIEW_DIR}/thumbs")
     paths = sorted(dataset.image_paths)
     drawn_count = min(max_images, len(paths))
-    written = [f"{REVIEW_DIR}/index.html", *(f"{REVIEW_DIR}/thumbs/{index:06d}.jpg" for index in range(drawn_count))]
-    earlier = listed_files(root / REVIEW_MANIFEST)
-    foreign = [name for name in written if name not in set(earlier) and os.path.lexists(root / name)]
+    planned = [f"{REVIEW_DIR}/index.html", *(f"{REVIEW_DIR}/thumbs/{index:06d}.jpg" for index in range(drawn_count))]
+    earlier = set(listed_files(root / REVIEW_MANIFEST))
+    foreign = [name for name in planned if name not in earlier and os.path.lexists(root / name)]
     if foreign:
         raise OutputFolderError(
             f"{root / foreign[0]} is not a file grounded-sam wrote; move it away to write the review page there "
             "(nothing was changed)"
         )
-    for stale in earlier:  # only what an earlier review wrote
-        remove_owned_file(root, stale)
-    # Listed before they are written, so that whatever a killed run left is known to the next one.
-    atomic_write_text(root / REVIEW_MANIFEST, json.dumps({"files": written}))
-    cards, detections_per_class, images_per_class = [], Counter(), Counter()
+    thumbs = real_directory(root, f"{REVIEW_DIR}/thumbs")
+    # Listed before they are written, so that whatever a killed run left is known to the next one; the earlier
+    # page stays whole until the new one replaces it.
+    atomic_write_text(root / REVIEW_MANIFEST, json.dumps({"files": sorted(earlier | set(planned))}))
+    cards, unreadable, written = [], [], {planned[0]}
+    detections_per_class, images_per_class = Counter(), Counter()
     bar = progress_bar(len(paths), "Review", enabled=progress)
     for index, image_path in enumerate(paths):
         bar.update(1)
@@ -74,7 +74,13 @@ def write_review(
         images_per_class.update(set(names) or {NO_DETECTIONS})
         if drawn:
             thumbnail = f"{index:06d}.jpg"  # our own names: nothing from the dataset ends up in a path
-            atomic_write_bytes(thumbs / thumbnail, _jpeg(_thumbnail(image_path, detections, thumbnail_size)))
+            try:
+                picture = _thumbnail(image_path, detections, thumbnail_size)
+            except (FileNotFoundError, InvalidImageError) as error:  # one image gone: the page still comes out
+                unreadable.append({"path": os.path.relpath(image_path, root), "reason": str(error)})
+                continue
+            atomic_write_bytes(thumbs / thumbnail, _jpeg(picture))
+            written.add(f"{REVIEW_DIR}/thumbs/{thumbnail}")
             cards.append(
                 {
                     "src": f"thumbs/{thumbnail}",
@@ -86,9 +92,13 @@ def write_review(
             )
     bar.close()
     page = root / REVIEW_DIR / "index.html"
+    skipped = _skipped(root) + unreadable
     atomic_write_text(
-        page, _page(root, dataset.classes, cards, len(paths), detections_per_class, images_per_class, _skipped(root))
+        page, _page(root, dataset.classes, cards, len(paths), detections_per_class, images_per_class, skipped)
     )
+    for stale in (earlier | set(planned)) - written:  # only what a review wrote
+        remove_owned_file(root, stale)
+    atomic_write_text(root / REVIEW_MANIFEST, json.dumps({"files": sorted(written)}))
     return page
 
 

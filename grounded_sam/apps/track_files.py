@@ -84,6 +84,8 @@ def plan_track_files(video, output, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     """
     output = Path(output)
     check_folder_path(output, "output folder", "--output")
+    if isinstance(video, (str, os.PathLike)):
+        check_folder_path(Path(video), "video", "VIDEO")
     info = probe_video(video, max_pixels)
     if output.is_file():
         raise OutputFolderError(f"The output folder {output} is a file; pass a folder path")

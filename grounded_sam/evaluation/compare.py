@@ -178,6 +178,14 @@ def _folder_names(configurations: Sequence[Configuration]) -> list[str]:
     return folders
 
 
+def dataset_folders(
+    images: str | os.PathLike, configurations: Sequence[Configuration], output_folder: str | os.PathLike | None = None
+) -> list[Path]:
+    """The folder each configuration's dataset goes to (what :func:`compare` writes), without writing anything."""
+    root = Path(output_folder) if output_folder is not None else _default_output(Path(images))
+    return [root / folder for folder in _folder_names(configurations)]
+
+
 def _default_output(images: Path) -> Path:
     resolved = images.resolve()
     return resolved.with_name(f"{resolved.name}_compare")

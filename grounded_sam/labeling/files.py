@@ -104,9 +104,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def append_line(path: Path, line: str) -> None:
     """Appends ``line`` and a newline to a log file in an existing folder, creating it if missing; never through a
-    link. A write cut by a crash can leave a torn last line: readers skip lines that do not parse."""
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW | _BINARY, 0o644), "ab") as file:
-        file.write((line + "\n").encode("utf-8"))
+    link. A file with other hard links (a ``cp -al`` backup of the dataset) is copied, appended to and renamed into
+    place, so the other names keep what they held. A write cut by a crash can leave a torn last line: readers skip
+    lines that do not parse."""
+    data = (line + "\n").encode("utf-8")
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _NO_FOLLOW | _BINARY, 0o644), "r+b") as file:
+        if os.fstat(file.fileno()).st_nlink <= 1:
+            file.write(data)
+            return
+        held = file.read()
+    atomic_write_bytes(path, held + data)
 
 
 def place_image(source: Path, destination: Path, link: bool) -> None:

@@ -167,11 +167,17 @@ def without_undecodable_names(found: Sequence[PurePosixPath], skipped: list[dict
 
 
 def check_folder_path(path: Path, what: str, option: str) -> None:
-    """Refuses a folder path that is not valid UTF-8: its name goes into JSON and YAML files a run writes."""
+    """Refuses a path that is not valid UTF-8 (its name goes into JSON and YAML files a run writes), or that lies
+    below a file (nothing could be created there)."""
     if not is_utf8_name(path.absolute()):
         raise UserInputError(
             f"The {what} path {printable(path.absolute())} is not valid UTF-8 ({option}); rename the "
             "folder or choose another one"
+        )
+    above = next((parent for parent in path.absolute().parents if os.path.exists(parent)), None)
+    if above is not None and not above.is_dir():
+        raise OutputFolderError(
+            f"The {what} {path} lies below {above}, which is a file ({option}); choose another path"
         )
 
 

@@ -132,7 +132,7 @@ def _names_its_own_files(header: dict) -> bool:
     """Whether the header's split and name make paths inside the dataset (a record edited to name ``../x`` or a
     split outside train/valid/test reads as broken, so nothing is ever written or served through it)."""
     name = header.get("name")
-    plain = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+    plain = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\x00" not in name
     return plain and header.get("split") in SPLIT_NAMES
 
 

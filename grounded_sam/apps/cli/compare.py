@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from grounded_sam.apps.cli.common import (
     Nms,
     Preset,
     Sam,
+    UserError,
     console,
     user_errors,
 )
@@ -62,6 +64,7 @@ def compare(
     Example: grounded-sam compare gold/images --ground-truth gold/instances.json --ontology a.yaml --ontology b.yaml
     """
     from grounded_sam.evaluation import compare as run_compare
+    from grounded_sam.evaluation.compare import dataset_folders
 
     check_outputs(json_file, plot)
     shared = {
@@ -77,9 +80,19 @@ def compare(
         "keep_largest_part": keep_largest_part,
     }
     configurations = _configurations(ontology, detector or [])
+    _check_outside_datasets([json_file, plot], dataset_folders(images, configurations, output))
     report = run_compare(images, ground_truth, configurations, output, shared, batch_size=batch_size, iou_type=iou_type)
-    write_outputs(report, json_file, plot, "comparison")
     _print_comparison(report)
+    write_outputs(report, json_file, plot, "comparison")
+
+
+def _check_outside_datasets(reports: list[Path | None], folders: list[Path]) -> None:
+    """Refuses a --json or --plot path inside a configuration's dataset folder, which labeling is about to fill."""
+    for report in filter(None, reports):
+        where = Path(os.path.realpath(report))
+        for folder in folders:
+            if Path(os.path.realpath(folder)) in where.parents:
+                raise UserError(f"{report} lies in {folder}, which compare labels into; write the report elsewhere")
 
 
 def _configurations(ontology_files: list[Path], detectors: list[str]):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from grounded_sam.apps.cli.common import user_errors
+from grounded_sam.apps.cli.common import UserError, user_errors
 
 models_app = typer.Typer(
     help="List the model presets, show which are cached, download them for offline use.",
@@ -74,5 +75,12 @@ def tiny(folder: Annotated[Path, typer.Argument(help="Where to write florence/ a
     """
     from grounded_sam.testing import DEMO_SCRIPT, build_tiny_florence2, build_tiny_sam2
 
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; give a folder for the tiny models")
+    for name in ("florence", "sam"):  # save_pretrained would replace, delete and write through links there
+        if (folder / name).is_symlink() or (os.path.lexists(folder / name) and not (folder / name).is_dir()):
+            raise UserError(f"{folder / name} is not a folder grounded-sam may write; choose a new folder")
+        if (folder / name).is_dir() and any((folder / name).iterdir()):
+            raise UserError(f"{folder / name} is not empty; write the tiny models into a new folder")
     typer.echo(f"Florence-2: {build_tiny_florence2(folder / 'florence', script=DEMO_SCRIPT)}")
     typer.echo(f"SAM 2: {build_tiny_sam2(folder / 'sam')}")
