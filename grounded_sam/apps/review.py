@@ -51,17 +51,8 @@ def write_review(
     paths = sorted(dataset.image_paths)
     drawn_count = min(max_images, len(paths))
     planned = [f"{REVIEW_DIR}/index.html", *(f"{REVIEW_DIR}/thumbs/{index:06d}.jpg" for index in range(drawn_count))]
-    earlier = set(listed_files(root / REVIEW_MANIFEST))
-    foreign = [name for name in planned if name not in earlier and os.path.lexists(root / name)]
-    if foreign:
-        raise OutputFolderError(
-            f"{root / foreign[0]} is not a file grounded-sam wrote; move it away to write the review page there "
-            "(nothing was changed)"
-        )
+    earlier = _claim(root, planned)
     thumbs = real_directory(root, f"{REVIEW_DIR}/thumbs")
-    # Listed before they are written, so that whatever a killed run left is known to the next one; the earlier
-    # page stays whole until the new one replaces it.
-    atomic_write_text(root / REVIEW_MANIFEST, json.dumps({"files": sorted(earlier | set(planned))}))
     cards, unreadable, written = [], [], {planned[0]}
     detections_per_class, images_per_class = Counter(), Counter()
     bar = progress_bar(len(paths), "Review", enabled=progress)
@@ -72,24 +63,16 @@ def write_review(
         names = detections.data[CLASS_NAME].tolist() if drawn else dataset.class_names(image_path)
         detections_per_class.update(names)
         images_per_class.update(set(names) or {NO_DETECTIONS})
-        if drawn:
-            thumbnail = f"{index:06d}.jpg"  # our own names: nothing from the dataset ends up in a path
-            try:
-                picture = _thumbnail(image_path, detections, thumbnail_size)
-            except (FileNotFoundError, InvalidImageError) as error:  # one image gone: the page still comes out
-                unreadable.append({"path": os.path.relpath(image_path, root), "reason": str(error)})
-                continue
-            atomic_write_bytes(thumbs / thumbnail, _jpeg(picture))
-            written.add(f"{REVIEW_DIR}/thumbs/{thumbnail}")
-            cards.append(
-                {
-                    "src": f"thumbs/{thumbnail}",
-                    "name": Path(image_path).name,
-                    "split": dataset.splits[image_path],
-                    "classes": sorted(set(names)),
-                    "counts": dict(Counter(names)),
-                }
-            )
+        if not drawn:
+            continue
+        thumbnail = thumbs / f"{index:06d}.jpg"  # our own names: nothing from the dataset ends up in a path
+        try:
+            atomic_write_bytes(thumbnail, _jpeg(_thumbnail(image_path, detections, thumbnail_size)))
+        except (FileNotFoundError, InvalidImageError) as error:  # one image gone: the page still comes out
+            unreadable.append({"path": os.path.relpath(image_path, root), "reason": str(error)})
+            continue
+        written.add(f"{REVIEW_DIR}/thumbs/{thumbnail.name}")
+        cards.append(_card(thumbnail.name, image_path, dataset.splits[image_path], names))
     bar.close()
     page = root / REVIEW_DIR / "index.html"
     skipped = _skipped(root) + unreadable
@@ -100,6 +83,31 @@ def write_review(
         remove_owned_file(root, stale)
     atomic_write_text(root / REVIEW_MANIFEST, json.dumps({"files": sorted(written)}))
     return page
+
+
+def _claim(root: Path, planned: list[str]) -> set[str]:
+    """Refuses a file by a planned name that no earlier review wrote, then lists the planned names with the earlier
+    ones before anything is written (whatever a killed run leaves is known to the next one; the earlier page stays
+    whole until the new one replaces it). Returns the earlier review's files."""
+    earlier = set(listed_files(root / REVIEW_MANIFEST))
+    foreign = [name for name in planned if name not in earlier and os.path.lexists(root / name)]
+    if foreign:
+        raise OutputFolderError(
+            f"{root / foreign[0]} is not a file grounded-sam wrote; move it away to write the review page there "
+            "(nothing was changed)"
+        )
+    atomic_write_text(root / REVIEW_MANIFEST, json.dumps({"files": sorted(earlier | set(planned))}))
+    return earlier
+
+
+def _card(thumbnail: str, image_path: str, split: str, names: list[str]) -> dict:
+    return {
+        "src": f"thumbs/{thumbnail}",
+        "name": Path(image_path).name,
+        "split": split,
+        "classes": sorted(set(names)),
+        "counts": dict(Counter(names)),
+    }
 
 
 def _jpeg(picture: np.ndarray) -> bytes:
