@@ -13,7 +13,11 @@ venv="${VENV:-.venv}"
 "$venv/bin/python" -m pip install --quiet -e .
 models=(--preset fast)
 if [ "${GROUNDED_SAM_MODELS:-}" = tiny ]; then
-  [ -d .tiny_models/sam ] || "$venv/bin/grounded-sam" models tiny .tiny_models
+  if [ ! -d .tiny_models ]; then  # written aside and renamed: an interrupted build never looks complete
+    rm -rf .tiny_models.partial
+    "$venv/bin/grounded-sam" models tiny .tiny_models.partial
+    mv .tiny_models.partial .tiny_models
+  fi
   models=(--florence .tiny_models/florence --sam .tiny_models/sam)
 fi
 "$venv/bin/grounded-sam" label samples --ontology ontologies/samples.yaml -o samples_labeled --review "${models[@]}"
