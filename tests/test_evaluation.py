@@ -19,6 +19,7 @@ from pycocotools.cocoeval import COCOeval
 
 from grounded_sam import label_folder
 from grounded_sam.detections import mask_to_rle
+from grounded_sam.errors import UserInputError
 from grounded_sam.evaluation import evaluate_dataset, evaluate_detections, load_ground_truth
 from grounded_sam.segmentation.cleanup import MaskCleanup
 
@@ -352,6 +353,39 @@ def test_a_bad_yolo_label_is_refused_with_its_file_and_line(tmp_path):
     _, predictions, names = _rectangles_dataset(tmp_path / "gold")
     (tmp_path / "gold" / "train" / "labels" / "p1.txt").write_text("0 0.1 0.1 0.2 0.2\n7 0.1 0.1 0.2 0.2\n")
     with pytest.raises(ValueError, match="p1.txt line 2: class 7 is not one of the 2 names"):
+        evaluate_detections(tmp_path / "gold", predictions, names)
+
+
+def _set_first(key, value):
+    return lambda truth: truth["annotations"][0].update({key: value})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: t.update(annotations=[5]),
+        _set_first("bbox", 5),
+        _set_first("area", "big"),
+        _set_first("iscrowd", "yes"),
+        lambda t: t["images"][0].update(width=float("inf")),
+        _set_first("segmentation", [[1, 2, 3]]),
+        lambda t: t["annotations"][0]["segmentation"].update(counts=5),
+    ],
+    ids=["not-an-object", "bbox-number", "area-text", "iscrowd-text", "width-inf", "short-polygon", "counts-int"],
+)
+def test_malformed_ground_truth_is_a_user_error_never_a_crash(three_classes, change):
+    truth, perfect, classes = three_classes
+    truth = copy.deepcopy(truth)
+    change(truth)
+    with pytest.raises(UserInputError, match="Ground truth"):
+        evaluate_detections(truth, perfect, classes)
+
+
+@pytest.mark.parametrize("value", ["1e12", "nan", "inf", "-3"])
+def test_a_yolo_polygon_outside_the_image_is_refused_before_it_is_rasterised(tmp_path, value):
+    _, predictions, names = _rectangles_dataset(tmp_path / "gold")
+    (tmp_path / "gold" / "train" / "labels" / "p1.txt").write_text(f"0 0.1 0.1 {value} 0.2 0.3 0.3\n")
+    with pytest.raises(UserInputError, match="p1.txt line 1: coordinates must be fractions"):
         evaluate_detections(tmp_path / "gold", predictions, names)
 
 

@@ -301,3 +301,66 @@ def test_compare_refuses_a_report_inside_a_folder_it_labels_into(gold, tmp_path)
                            "--json", tmp_path / "runs" / "dogs" / "report.json", *NO_MODELS)  # fmt: skip
     assert code == 2 and "which compare labels into" in output
     assert list((tmp_path / "runs").iterdir()) == [tmp_path / "runs" / "dogs"]  # nothing written
+
+
+# corrections that cannot be written whole are refused before anything changes; the app's JSON edge cases
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("changes", "changes must be JSON-ready"),
+        ("nan box", "boxes must lie within"),
+        ("box outside", "boxes must lie within"),
+        ("nan confidence", "confidence must be in"),
+        ("float class", "class_id must be integers"),
+    ],
+)
+def test_a_correction_that_cannot_be_written_whole_changes_nothing(labeled, problem, message):
+    import datetime
+
+    import supervision as sv
+
+    name = read_header(next((labeled / ".grounded-sam" / "records").iterdir()))["name"]
+    before = _sums(labeled)
+    detections = sv.Detections(xyxy=np.array([[2.0, 3.0, 12.0, 9.0]]), class_id=np.array([0]), confidence=np.ones(1))
+    changes = [{"at": datetime.datetime.now()}] if problem == "changes" else []
+    if problem == "nan box":
+        detections.xyxy[0, 0] = np.nan
+    if problem == "box outside":
+        detections.xyxy[0] = [-100, -100, 1e9, 5]
+    if problem == "nan confidence":
+        detections.confidence[0] = np.nan
+    if problem == "float class":
+        detections.class_id = np.array([0.5])
+    with pytest.raises(UserInputError, match=message):
+        correct_image(labeled, name, detections, changes)
+    assert _sums(labeled) == before
+
+
+def test_the_app_answers_odd_json_with_4xx_not_a_crash():
+    import asyncio
+
+    from starlette.requests import Request
+
+    from grounded_sam.apps.web.guards import read_json
+    from grounded_sam.apps.web.state import AppError, Workspace
+
+    workspace = Workspace(image=np.zeros((4, 4, 3), np.uint8), name="x")
+    with pytest.raises(AppError) as refused:
+        workspace.get(float("inf"))
+    assert refused.value.status == 404
+    body = b"[" * 100_000 + b"]" * 100_000
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    with pytest.raises(AppError, match="not JSON"):
+        asyncio.run(read_json(request))
+
+
+def test_a_report_is_never_written_over_a_dangling_link(tmp_path):
+    from grounded_sam.evaluation.report_files import check_report_file
+
+    os.symlink(tmp_path / "gone.json", tmp_path / "report.json")
+    with pytest.raises(OutputFolderError, match="link to nothing"):
+        check_report_file(tmp_path / "report.json", "--json")

@@ -113,17 +113,22 @@ def coco_ground_truth(instances: Mapping, source: str) -> GroundTruth:
     try:
         images = {item["id"]: _image(item, index + 1) for index, item in enumerate(instances["images"])}
         categories = {item["id"]: (index + 1, str(item["name"])) for index, item in enumerate(instances["categories"])}
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
         refuse(f"an image or category lacks {error} (images need id, file_name, width, height; categories id, name)")
     doubled = [name for name, count in Counter(name for _, name in categories.values()).items() if count > 1]
     if doubled:
         refuse(f"category names must be unique, {doubled[0]!r} is given twice")
     annotations = []
     for item in instances["annotations"]:
+        if not isinstance(item, Mapping):
+            refuse(f"an annotation is {type(item).__name__}, not an object")
         image, category = images.get(item.get("image_id")), categories.get(item.get("category_id"))
         if image is None or category is None:
             refuse(f"annotation {item.get('id')!r} names an unknown image_id or category_id")
-        annotations.append(_annotation(item, image, category[0], len(annotations) + 1, refuse))
+        try:
+            annotations.append(_annotation(item, image, category[0], len(annotations) + 1, refuse))
+        except (TypeError, ValueError, OverflowError) as error:
+            refuse(f"annotation {item.get('id')!r} is malformed ({error}); see the COCO format's annotation fields")
     dataset = {
         "images": list(images.values()),
         "annotations": annotations,
@@ -176,10 +181,15 @@ def _to_rle(segmentation, image: dict, refuse) -> dict:
         if isinstance(segmentation, list):
             return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
         if isinstance(segmentation.get("counts"), list):  # uncompressed RLE
-            return mask_utils.frPyObjects(segmentation, height, width)
-        return {"size": [height, width], "counts": segmentation["counts"]}
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
-        refuse(f"a segmentation of image {image['file_name']!r} is neither polygons nor RLE")
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+        else:
+            counts = segmentation["counts"]
+            rle = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+        if float(mask_utils.area(rle)) > height * width:  # counts that do not add up to the image
+            raise ValueError("counts")
+        return rle
+    except Exception:  # noqa: BLE001 - pycocotools raises a bare Exception for some malformed inputs
+        refuse(f"a segmentation of image {image['file_name']!r} is neither polygons nor RLE of its size")
 
 
 def _index(dataset: dict) -> COCO:
@@ -256,6 +266,8 @@ def _label_lines(path: Path):
 def _yolo_object(values: list[float], image: dict, classes: int, new_id: int, where) -> dict:
     path, number = where
     class_id, coordinates = values[0], values[1:]
+    if not all(-0.01 <= value <= 1.01 for value in coordinates):  # also NaN; 1e12 would rasterise for ever
+        raise UserInputError(f"YOLO label {path} line {number}: coordinates must be fractions of the image in [0, 1]")
     if not class_id.is_integer() or not 0 <= class_id < classes:
         raise UserInputError(f"YOLO label {path} line {number}: class {values[0]:g} is not one of the {classes} names")
     width, height = image["width"], image["height"]

@@ -28,6 +28,8 @@ def check_report_file(path: str | Path | None, option: str) -> None:
         raise OutputFolderError(f"{option} {path} is a folder; give a file path")
     if not path.parent.is_dir():
         raise OutputFolderError(f"{option} {path}: its folder {path.parent} does not exist; create it first")
+    if path.is_symlink() and not path.exists():
+        raise OutputFolderError(f"{option} {path} is a link to nothing grounded-sam wrote; choose another file")
     if path.exists() and not written_by_us(path):
         raise OutputFolderError(
             f"{option} {path} exists and grounded-sam did not write it; choose another file (nothing was changed)"

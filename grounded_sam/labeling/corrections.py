@@ -17,6 +17,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import supervision as sv
 
 from grounded_sam.errors import UserInputError
@@ -99,3 +100,15 @@ def _check_fits(detections: sv.Detections, header: dict, classes) -> None:
     ids = detections.class_id
     if len(detections) and (ids is None or ids.min() < 0 or ids.max() >= len(classes)):
         raise UserInputError(f"class_id must index the dataset's classes {list(classes)}, got {ids}")
+    if ids is not None and not np.issubdtype(np.asarray(ids).dtype, np.integer):
+        raise UserInputError(f"class_id must be integers, got {ids}")
+    height, width = size
+    boxes = np.asarray(detections.xyxy, dtype=np.float64)
+    inside = np.isfinite(boxes).all() and (boxes >= -0.5).all()
+    if not inside or (boxes[:, [0, 2]] > width + 0.5).any() or (boxes[:, [1, 3]] > height + 0.5).any():
+        raise UserInputError(
+            f"boxes must lie within the {width} x {height} image {header['name']}, got {boxes.tolist()}"
+        )
+    scores = detections.confidence
+    if scores is not None and not ((scores >= 0) & (scores <= 1)).all():  # NaN fails both
+        raise UserInputError(f"confidence must be in [0, 1], got {scores}")

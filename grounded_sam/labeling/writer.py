@@ -290,12 +290,16 @@ class DatasetWriter:
         if labels.count > header["count"]:  # more annotations than its id range holds: a fresh range at the end
             header["annotation_id"] = next_ids(self.root)[1]
         header.update(version=RECORD_VERSION, count=labels.count, corrected_at=now_text())
+        log = {"time": header["corrected_at"], "image": name, "count": labels.count, "changes": changes or []}
+        try:  # before anything is written: changes that are not JSON leave the dataset as it was
+            log_line = json.dumps(log, ensure_ascii=False)
+        except (TypeError, ValueError) as error:
+            raise UserInputError(f"changes must be JSON-ready (lists, dicts, numbers, strings): {error}") from None
         pending = self._pending / f"{name}.json"
         self._io(atomic_write_text, pending, "{}")
         self._io(atomic_write_text, path, record_text(header, labels.entries_json))
         self._io(write_label_files, self.root, header["split"], name, labels)
-        log = {"time": header["corrected_at"], "image": name, "count": labels.count, "changes": changes or []}
-        self._io(append_line, self.root / CORRECTIONS_LOG, json.dumps(log, ensure_ascii=False))
+        self._io(append_line, self.root / CORRECTIONS_LOG, log_line)
         self._io(remove_file, pending)
         return header
 

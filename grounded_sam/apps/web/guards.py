@@ -99,7 +99,7 @@ async def read_json(request: Request) -> dict:
     body = await read_capped(request, MAX_JSON_BYTES)
     try:
         payload = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise AppError("The request body is not JSON") from None
     if not isinstance(payload, dict):
         raise AppError("The request body must be a JSON object")

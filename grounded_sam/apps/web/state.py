@@ -92,7 +92,7 @@ class Workspace:
     def get(self, detection_id) -> Detection:
         try:
             return self.detections[int(detection_id)]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity)
             raise AppError(f"No detection {detection_id!r} in this image; reload the detection list", 404) from None
 
     def chosen(self, ids=None) -> list[Detection]:
