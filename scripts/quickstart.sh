@@ -13,10 +13,10 @@ venv="${VENV:-.venv}"
 "$venv/bin/python" -m pip install --quiet -e .
 models=(--preset fast)
 if [ "${GROUNDED_SAM_MODELS:-}" = tiny ]; then
-  if [ ! -d .tiny_models ]; then  # written aside and renamed: an interrupted build never looks complete
-    rm -rf .tiny_models.partial
-    "$venv/bin/grounded-sam" models tiny .tiny_models.partial
-    mv .tiny_models.partial .tiny_models
+  if [ ! -d .tiny_models ]; then  # written into a new folder and renamed: an interrupted build never looks complete
+    partial=$(mktemp -d .tiny_models.XXXXXX)  # new each time: nothing is ever deleted to make room
+    "$venv/bin/grounded-sam" models tiny "$partial"
+    mv "$partial" .tiny_models
   fi
   models=(--florence .tiny_models/florence --sam .tiny_models/sam)
 fi
