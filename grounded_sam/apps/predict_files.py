@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -16,7 +15,7 @@ from grounded_sam.annotate import annotate, cutout
 from grounded_sam.detections import CLASS_NAME, detections_to_json
 from grounded_sam.errors import UserInputError
 from grounded_sam.images import DEFAULT_MAX_PIXELS
-from grounded_sam.labeling.files import atomic_write_bytes, atomic_write_text, real_directory
+from grounded_sam.labeling.files import atomic_write_bytes, atomic_write_text, check_output_names, real_directory
 from grounded_sam.labeling.folders import check_folder_path, find_images, output_names, without_undecodable_names
 from grounded_sam.labeling.records import STATE_DIR, listed_files
 from grounded_sam.pipeline.engine import Engine
@@ -135,20 +134,7 @@ def plan_predict_files(source: Path, output: Path, recursive: bool = False, cuto
     if output.is_dir():
         real_directory(output, STATE_DIR, create=False)
         real_directory(output, CUTOUTS_DIR, create=False)
-        ours = set(listed_files(output / STATE_DIR / PREDICT_MANIFEST))
-        foreign = [name for name in files if name not in ours and os.path.lexists(output / name)]
-        if foreign:
-            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-            raise UserInputError(
-                f"The output folder {output} holds {foreign[0]}{more}, which grounded-sam did not write; choose an "
-                "empty or new folder (nothing was changed)"
-            )
-        folders = [name for name in files if name != CUTOUTS_DIR and os.path.isdir(output / name)]
-        if folders:
-            raise UserInputError(
-                f"{output / folders[0]} is a folder where grounded-sam writes a file; move it away (nothing was "
-                "changed)"
-            )
+        check_output_names(output, files, listed_files(output / STATE_DIR / PREDICT_MANIFEST), [CUTOUTS_DIR])
     return {"root": root, "sources": relative, "names": names, "files": files, "found": len(found), "skipped": skipped}
 
 

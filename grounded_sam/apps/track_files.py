@@ -22,7 +22,7 @@ from grounded_sam.apps.track_outputs import MOT_FILE, TRACKS_FILE, VIDEO_FILE, A
 from grounded_sam.detections import CLASS_NAME
 from grounded_sam.errors import OutputFolderError
 from grounded_sam.images import DEFAULT_MAX_PIXELS
-from grounded_sam.labeling.files import atomic_write_text, real_directory, remove_owned_file
+from grounded_sam.labeling.files import atomic_write_text, check_output_names, real_directory, remove_owned_file
 from grounded_sam.labeling.folders import check_folder_path, check_not_nested
 from grounded_sam.labeling.records import STATE_DIR, listed_files
 from grounded_sam.progress import progress_bar
@@ -96,7 +96,7 @@ def plan_track_files(video, output, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     if output.is_dir():
         for folder in (STATE_DIR, DATASET_FOLDER):
             real_directory(output, folder, create=False)
-        _check_output_names(output)
+        check_output_names(output, OUTPUT_FILES, listed_files(output / STATE_DIR / TRACK_MANIFEST))
     return info
 
 
@@ -110,22 +110,6 @@ def _check_input_outside(video: Path, output: Path) -> None:
     if root in source.parents and source.relative_to(root).parts[0] in (*OUTPUT_FILES, DATASET_FOLDER, STATE_DIR):
         raise OutputFolderError(
             f"The video {video} is where this run writes its results in {output}; move it or choose another --output"
-        )
-
-
-def _check_output_names(output: Path) -> None:
-    ours = set(listed_files(output / STATE_DIR / TRACK_MANIFEST))
-    foreign = [name for name in OUTPUT_FILES if name not in ours and os.path.lexists(output / name)]
-    if foreign:
-        raise OutputFolderError(
-            f"The output folder {output} holds {', '.join(foreign)}, which grounded-sam did not write; choose an "
-            "empty or new folder (nothing was changed)"
-        )
-    folders = [name for name in OUTPUT_FILES if (output / name).is_dir() and not (output / name).is_symlink()]
-    if folders:
-        raise OutputFolderError(
-            f"{', '.join(folders)} in {output} is a folder where grounded-sam writes a file; move it away (nothing "
-            "was changed)"
         )
 
 

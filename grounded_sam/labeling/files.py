@@ -82,6 +82,37 @@ def real_directory(root: Path, relative: str | PurePosixPath = ".", create: bool
     return path
 
 
+def check_output_names(output: Path, names: Iterable[str], ours: Iterable[str], folders_ok: Iterable[str] = ()) -> None:
+    """Refuses, before a run writes the files ``names`` into ``output``, one that exists and is not in ``ours`` (what
+    earlier runs listed in their manifest), or one that is a folder where a file goes (``folders_ok``: names that are
+    folders).
+
+    Raises:
+        OutputFolderError: naming the first such file and how many more.
+    """
+    ours, folders_ok = set(ours), set(folders_ok)
+    names = list(names)
+    foreign = [name for name in names if name not in ours and os.path.lexists(output / name)]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise OutputFolderError(
+            f"The output folder {output} holds {foreign[0]}{more}, which grounded-sam did not write; choose an "
+            "empty or new folder (nothing was changed)"
+        )
+    folders = [name for name in names if name not in folders_ok and stat.S_ISDIR(_lstat_mode(output / name))]
+    if folders:
+        raise OutputFolderError(
+            f"{output / folders[0]} is a folder where grounded-sam writes a file; move it away (nothing was changed)"
+        )
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return 0
+
+
 def _create_exclusive(path: Path):
     """A new file opened for binary writing; fails rather than follow a link or open an existing file."""
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | _BINARY, 0o644), "wb")
